@@ -1,0 +1,1 @@
+"""Shared plumbing of nnq-mc-study: data, models, training, evaluation, runs, reports, CLI."""

@@ -1,0 +1,210 @@
+"""Dataclass configs with named presets, turned into a command line.
+
+A paper's ``Config`` subclasses :class:`BaseConfig`; the string literal under each field is
+its ``--help`` text. ``cli_main`` parses ``--preset NAME`` first, then every other flag as an
+override of that preset, validates the result and runs ``main(cfg)``. With ``--resume RUN_DIR``
+the configuration is read back from the run folder and any flag that contradicts it is an error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import dataclasses
+import inspect
+import json
+import sys
+import textwrap
+import types
+import typing
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from common.errors import NnqError
+
+
+@dataclasses.dataclass
+class BaseConfig:
+    """Fields every paper accepts on its command line."""
+
+    preset: str = "quick"
+    """Named preset the other fields start from (see the paper's PRESETS)."""
+    dataset: str = "digits"
+    """Data set name for common.data.load_dataset (digits, mnist, fashion_mnist, cifar10, cifar10_jpeg, imagefolder:ROOT, synthetic)."""
+    data_dir: str | None = None
+    """Where real data sets live; default $NNQ_DATA_DIR, else ./data."""
+    out_dir: str = "runs"
+    """Parent folder of run folders (runs/<paper>/<run>/)."""
+    epochs: int = 10
+    """Training epochs of the main model."""
+    batch_size: int = 64
+    """Mini-batch size."""
+    lr: float = 1e-3
+    """Initial learning rate."""
+    seed: int = 0
+    """Seed of every random number generator; same seed, same numbers on the CPU."""
+    resume: str | None = None
+    """Run folder to continue from its last complete epoch (its config.json is used)."""
+    threads: int = 0
+    """CPU threads for torch (0: torch's default)."""
+    limit_train: int | None = None
+    """Use only the first N training samples (tests and quick looks); None: all."""
+    limit_test: int | None = None
+    """Use only the first N test samples; None: all."""
+
+    def validate(self) -> None:
+        """Raise NnqError for values no run can use. Subclasses extend it and call super()."""
+        if self.epochs < 1:
+            raise NnqError(f"--epochs must be at least 1, got {self.epochs}")
+        if self.batch_size < 1:
+            raise NnqError(f"--batch-size must be at least 1, got {self.batch_size}")
+        if not self.lr > 0:
+            raise NnqError(f"--lr must be positive, got {self.lr}")
+        for name in ("limit_train", "limit_test"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise NnqError(f"--{name.replace('_', '-')} must be positive or none, got {getattr(self, name)}")
+        if self.threads < 0:
+            raise NnqError(f"--threads must be 0 (default) or positive, got {self.threads}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# Fields that may differ between a run and its resumption.
+_RESUME_FREE = {"resume", "threads", "out_dir", "data_dir"}
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """Map each dataclass field to the string literal written under it (its help text)."""
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if not dataclasses.is_dataclass(klass):
+            continue
+        try:
+            tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
+        except (OSError, TypeError):
+            continue
+        body = tree.body[0].body
+        for node, nxt in zip(body, body[1:]):
+            if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
+                    and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant)
+                    and isinstance(nxt.value.value, str)):
+                docs[node.target.id] = " ".join(nxt.value.value.split())
+    return docs
+
+
+def _converter(tp: Any) -> tuple[Callable[[str], Any], dict[str, Any]]:
+    """argparse ``type`` and extra keywords for one annotated field type."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType) and type(None) in args:
+        inner, extra = _converter(next(a for a in args if a is not type(None)))
+        return (lambda s: None if s.lower() == "none" else inner(s)), extra
+    if tp is bool:
+        return bool, {"action": argparse.BooleanOptionalAction}
+    if origin in (tuple, list):
+        elem = args[0] if args else str
+        return elem, {"nargs": "+"}
+    if tp in (int, float, str):
+        return tp, {}
+    raise TypeError(f"unsupported config field type {tp!r}")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> typing.NoReturn:  # one line, no usage block
+        raise NnqError(f"{message} (see --help)")
+
+
+def build_parser(config_cls: type, presets: Mapping[str, BaseConfig], prog: str | None = None) -> argparse.ArgumentParser:
+    """A parser whose flags are the config's fields; defaults are suppressed so given flags are known."""
+    docs = field_docs(config_cls)
+    hints = typing.get_type_hints(config_cls)
+    parser = _Parser(prog=prog, description=(config_cls.__doc__ or "").strip(),
+                     argument_default=argparse.SUPPRESS,
+                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    quick = presets.get("quick")
+    for f in dataclasses.fields(config_cls):
+        conv, extra = _converter(hints[f.name])
+        help_text = docs.get(f.name, "")
+        if f.name == "preset":
+            extra = {**extra, "choices": sorted(presets)}
+        elif quick is not None:
+            help_text += f" [quick: {getattr(quick, f.name)!r}]"
+        kwargs = dict(help=help_text, **extra)
+        if "action" not in extra:
+            kwargs["type"] = conv
+            kwargs["metavar"] = f.name.upper()
+        parser.add_argument("--" + f.name.replace("_", "-"), dest=f.name, **kwargs)
+    return parser
+
+
+def parse_config(config_cls: type, presets: Mapping[str, BaseConfig], argv: list[str] | None = None,
+                 prog: str | None = None) -> BaseConfig:
+    """Preset + overrides (or a run folder's config with --resume) -> a validated Config."""
+    given = vars(build_parser(config_cls, presets, prog).parse_args(argv))
+    if given.get("resume"):
+        cfg = _config_from_run(config_cls, Path(given["resume"]), given)
+    else:
+        preset = given.get("preset", "quick")
+        if preset not in presets:
+            raise NnqError(f"unknown preset {preset!r}; choose one of {', '.join(sorted(presets))}")
+        cfg = dataclasses.replace(presets[preset], **given)
+    cfg.validate()
+    return cfg
+
+
+def _config_from_run(config_cls: type, run_dir: Path, given: dict[str, Any]) -> BaseConfig:
+    path = run_dir / "config.json"
+    if not path.is_file():
+        raise NnqError(f"--resume {run_dir}: no config.json there; pass a run folder made by this command")
+    try:
+        saved = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise NnqError(f"--resume {run_dir}: config.json is unreadable ({exc}); start a new run") from None
+    names = {f.name for f in dataclasses.fields(config_cls)}
+    unknown = sorted(set(saved) - names)
+    if unknown:
+        raise NnqError(f"--resume {run_dir}: its config has keys this command does not know ({', '.join(unknown)}); "
+                       "it was made by another paper or version")
+    hints = typing.get_type_hints(config_cls)
+    for key, value in saved.items():  # JSON turns tuples into lists
+        if typing.get_origin(hints[key]) is tuple and isinstance(value, list):
+            saved[key] = tuple(value)
+    cfg = config_cls(**saved)
+    for key, value in given.items():
+        if key in _RESUME_FREE:
+            continue
+        if value != getattr(cfg, key):
+            raise NnqError(f"--resume {run_dir}: --{key.replace('_', '-')} {value!r} differs from the run's "
+                           f"{getattr(cfg, key)!r}; drop the flag to resume, or start a new run")
+    cfg.resume = str(run_dir)
+    for key in _RESUME_FREE - {"resume"}:
+        if key in given:
+            setattr(cfg, key, given[key])
+    return cfg
+
+
+def cli_main(main: Callable[[BaseConfig], dict], config_cls: type, presets: Mapping[str, BaseConfig],
+             argv: list[str] | None = None, prog: str | None = None) -> dict | None:
+    """Entry point of ``python -m papers.<name>.train``: parse, run, print the one-screen summary.
+
+    NnqError becomes one line on stderr and exit status 2; Ctrl-C exits with status 130
+    after the run folder is marked ``cancelled``.
+    """
+    from common.runs import format_summary
+    from common.train import end_training
+
+    try:
+        cfg = parse_config(config_cls, presets, argv, prog)
+        summary = main(cfg)
+    except NnqError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        print("cancelled: the run folder keeps its last complete epoch; continue with --resume RUN_DIR",
+              file=sys.stderr)
+        raise SystemExit(130) from None
+    finally:
+        end_training()
+    print(format_summary(summary))
+    return summary

@@ -1,0 +1,356 @@
+"""Float reference networks shared by several papers, and loaders for the shared pretrained weights.
+
+* :class:`MLP`, :class:`LeNet300100` — fully connected nets (LeNet-300-100: LeCun, Bottou, Bengio, Haffner,
+  "Gradient-based learning applied to document recognition", Proc. IEEE 1998).
+* :class:`LeNet5` — LeNet-5 (LeCun et al. 1998) in the ReLU/max-pool form whose state-dict keys match the
+  shared csinva/gan-vae-pretrained-pytorch MNIST weights.
+* :class:`BnnConvNet` — the CIFAR-10 ConvNet of Courbariaux, Hubara, Soudry, El-Yaniv, Bengio,
+  "Binarized Neural Networks", NeurIPS 2016 (arXiv 1602.02830), Sec. 2.6 / Table 1.
+* :class:`ResNetCifar` — the CIFAR ResNet-20/32/44/56 of He, Zhang, Ren, Sun, "Deep Residual Learning for
+  Image Recognition", CVPR 2016, Sec. 4.2 (option-A shortcut), with the state-dict keys of
+  akamaster/pytorch_resnet_cifar10 so its checkpoints load strictly.
+
+``act`` arguments are factories (a callable returning a fresh module, e.g. ``nn.ReLU``) so that papers can
+swap in their binary or quantized activations.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from common.errors import NnqError
+
+ActFactory = Callable[[], nn.Module]
+
+
+class MLP(nn.Sequential):
+    """Flatten, then ``[Linear, BatchNorm1d, act, Dropout]`` per hidden layer, then Linear (+BN1d).
+
+    Args:
+        in_features: Flattened input size.
+        hidden: Widths of the hidden layers.
+        num_classes: Output size.
+        act: Activation factory.
+        batchnorm: BatchNorm1d after each hidden Linear (whose bias is then dropped).
+        dropout: Dropout after each hidden activation.
+        dropout_in: Dropout on the flattened input.
+        out_bn: BatchNorm1d after the output Linear (the BNN paper's MLP ends with one).
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        hidden: Sequence[int],
+        num_classes: int,
+        *,
+        act: ActFactory = nn.ReLU,
+        batchnorm: bool = True,
+        dropout: float = 0.0,
+        dropout_in: float = 0.0,
+        out_bn: bool = False,
+    ):
+        layers: list[nn.Module] = [nn.Flatten()]
+        if dropout_in > 0:
+            layers.append(nn.Dropout(dropout_in))
+        width = in_features
+        for h in hidden:
+            layers.append(nn.Linear(width, h, bias=not batchnorm))
+            if batchnorm:
+                layers.append(nn.BatchNorm1d(h))
+            layers.append(act())
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
+            width = h
+        layers.append(nn.Linear(width, num_classes, bias=not out_bn))
+        if out_bn:
+            layers.append(nn.BatchNorm1d(num_classes))
+        super().__init__(*layers)
+
+
+class LeNet300100(nn.Sequential):
+    """LeNet-300-100 (LeCun et al. 1998): 784-300-100-10 with ReLU, 266,610 parameters."""
+
+    def __init__(self, in_features: int = 784, num_classes: int = 10):
+        super().__init__(
+            nn.Flatten(),
+            nn.Linear(in_features, 300),
+            nn.ReLU(),
+            nn.Linear(300, 100),
+            nn.ReLU(),
+            nn.Linear(100, num_classes),
+        )
+
+
+class LeNet5(nn.Module):
+    """LeNet-5 (LeCun et al. 1998) for 32x32 inputs, 61,706 parameters with 1 input channel.
+
+    c1 conv5 (6) -> ReLU -> max-pool 2 -> c3 conv5 (16) -> ReLU -> max-pool 2 -> c5 conv5 (120) -> ReLU
+    -> f6 (84) -> ReLU -> f7 (classes). Child names follow the csinva MNIST weights
+    (``convnet.c1 .. relu5``, ``fc.f6, relu6, f7``).
+
+    # DEVIATION: the csinva model ends with LogSoftmax (``fc.sig7``); ``forward`` here returns logits.
+    # The argmax and the cross-entropy (log_softmax is idempotent) are unchanged, and it has no parameters.
+    """
+
+    def __init__(self, in_channels: int = 1, num_classes: int = 10):
+        super().__init__()
+        self.convnet = nn.Sequential(OrderedDict([
+            ("c1", nn.Conv2d(in_channels, 6, 5)),
+            ("relu1", nn.ReLU()),
+            ("s2", nn.MaxPool2d(2, 2)),
+            ("c3", nn.Conv2d(6, 16, 5)),
+            ("relu3", nn.ReLU()),
+            ("s4", nn.MaxPool2d(2, 2)),
+            ("c5", nn.Conv2d(16, 120, 5)),
+            ("relu5", nn.ReLU()),
+        ]))
+        self.fc = nn.Sequential(OrderedDict([
+            ("f6", nn.Linear(120, 84)),
+            ("relu6", nn.ReLU()),
+            ("f7", nn.Linear(84, num_classes)),
+        ]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # x: [B, C, 32, 32] -> convnet -> [B, 120, 1, 1] -> [B, 120] -> [B, classes]
+        return self.fc(self.convnet(x).flatten(1))
+
+
+class BnnConvNet(nn.Module):
+    """The CIFAR-10 ConvNet of the BNN paper (Courbariaux et al. 2016, Sec. 2.6):
+    2x128C3 - MP2 - 2x256C3 - MP2 - 2x512C3 - MP2 - 2x1024FC - 10.
+
+    Every conv and hidden FC has no bias and is followed by BatchNorm and ``act()``. Where a max-pool follows
+    a conv it sits between the conv and its BatchNorm (conv -> MP2 -> BN -> act), as in the authors' code
+    (pooling before the sign keeps the pooled value real). ``features`` holds the conv part, ``classifier``
+    the FC part.
+
+    Args:
+        in_channels: Input channels.
+        num_classes: Output size.
+        act: Activation factory (``nn.ReLU`` for the float twin, a binary activation for BNN).
+        out_bn: BatchNorm1d after the last Linear (the paper's nets end with one); its Linear then has no bias.
+        image_size: Input height/width (divisible by 8).
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 3,
+        num_classes: int = 10,
+        act: ActFactory = nn.ReLU,
+        *,
+        out_bn: bool = False,
+        image_size: int = 32,
+    ):
+        super().__init__()
+        if image_size % 8:
+            raise NnqError(f"BnnConvNet needs an image size divisible by 8, got {image_size}; use resize=32")
+        layers: list[nn.Module] = []
+        c_in = in_channels
+        for c_out in (128, 256, 512):
+            layers += [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), act()]
+            layers += [nn.Conv2d(c_out, c_out, 3, padding=1, bias=False), nn.MaxPool2d(2),
+                       nn.BatchNorm2d(c_out), act()]
+            c_in = c_out
+        self.features = nn.Sequential(*layers)
+        flat = 512 * (image_size // 8) ** 2
+        fc: list[nn.Module] = [nn.Flatten()]
+        for w_in, w_out in ((flat, 1024), (1024, 1024)):
+            fc += [nn.Linear(w_in, w_out, bias=False), nn.BatchNorm1d(w_out), act()]
+        fc.append(nn.Linear(1024, num_classes, bias=not out_bn))
+        if out_bn:
+            fc.append(nn.BatchNorm1d(num_classes))
+        self.classifier = nn.Sequential(*fc)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # x: [B, C, S, S] -> features -> [B, 512, S/8, S/8] -> classifier -> [B, classes]
+        return self.classifier(self.features(x))
+
+
+def _shortcut_a(x: torch.Tensor, planes: int) -> torch.Tensor:
+    """Option-A shortcut (He et al. 2016, Sec. 4.2): subsample by 2, zero-pad channels by planes//4 each side."""
+    # x: [B, planes/2, H, W] -> [B, planes/2, H/2, W/2] -> [B, planes, H/2, W/2]
+    return F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, planes // 4, planes // 4))
+
+
+class BasicBlockCifar(nn.Module):
+    """relu(bn1(conv1 x)) -> bn2(conv2) -> + shortcut(x) -> relu; the shortcut has no parameters."""
+
+    def __init__(self, in_planes: int, planes: int, stride: int = 1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride=1, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.downsample = stride != 1 or in_planes != planes
+        self.planes = planes
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return F.relu(out + (_shortcut_a(x, self.planes) if self.downsample else x))
+
+
+class ResNetCifar(nn.Module):
+    """CIFAR ResNet of depth 6n+2 (He et al. 2016, Sec. 4.2): 16/32/64 channels, n basic blocks per stage.
+
+    State-dict keys follow akamaster/pytorch_resnet_cifar10 (``conv1, bn1, layer{1,2,3}.i.{conv,bn}{1,2},
+    linear``), so its checkpoints load strictly once the ``module.`` prefix is stripped
+    (see :func:`load_resnet_cifar`).
+
+    Args:
+        depth: 20, 32, 44, 56, ... (6n+2).
+        num_classes: Output size.
+        in_channels: Input channels.
+    """
+
+    def __init__(self, depth: int, num_classes: int = 10, *, in_channels: int = 3):
+        super().__init__()
+        if depth < 8 or (depth - 2) % 6:
+            raise NnqError(f"ResNetCifar depth must be 6n+2 (20, 32, 44, 56, ...), got {depth}")
+        n = (depth - 2) // 6
+        self.depth = depth
+        self.conv1 = nn.Conv2d(in_channels, 16, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(16)
+        in_planes = 16
+        for i, (planes, stride) in enumerate(((16, 1), (32, 2), (64, 2)), start=1):
+            blocks = []
+            for j in range(n):
+                blocks.append(BasicBlockCifar(in_planes, planes, stride if j == 0 else 1))
+                in_planes = planes
+            setattr(self, f"layer{i}", nn.Sequential(*blocks))
+        self.linear = nn.Linear(64, num_classes)
+        for m in self.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                nn.init.kaiming_normal_(m.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # x: [B, 3, 32, 32] -> [B, 16, 32, 32] -> [B, 32, 16, 16] -> [B, 64, 8, 8] -> pool -> [B, classes]
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.layer3(self.layer2(self.layer1(out)))
+        return self.linear(out.mean(dim=(2, 3)))
+
+
+def resnet20(num_classes: int = 10) -> ResNetCifar:
+    """ResNet-20 for CIFAR (0.27M parameters)."""
+    return ResNetCifar(20, num_classes)
+
+
+def resnet32(num_classes: int = 10) -> ResNetCifar:
+    """ResNet-32 for CIFAR (0.46M parameters)."""
+    return ResNetCifar(32, num_classes)
+
+
+def resnet44(num_classes: int = 10) -> ResNetCifar:
+    """ResNet-44 for CIFAR (0.66M parameters)."""
+    return ResNetCifar(44, num_classes)
+
+
+def resnet56(num_classes: int = 10) -> ResNetCifar:
+    """ResNet-56 for CIFAR (0.85M parameters)."""
+    return ResNetCifar(56, num_classes)
+
+
+# ------------------------------------------------------------------------------------------- loaders
+
+
+def _torch_load(path: str | Path) -> object:
+    path = Path(path)
+    if not path.is_file():
+        raise NnqError(f"weights file {path} not found; check the path (shared weights: see weights/SOURCES.md)")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - truncated / foreign files
+        raise NnqError(f"cannot read weights file {path} ({type(e).__name__}); it is truncated or not a torch file")
+
+
+def _load_strict(model: nn.Module, state: object, path: str | Path, what: str) -> nn.Module:
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise NnqError(f"{path}: not a state dict of tensors; expected {what} weights")
+    own = model.state_dict()
+    missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in state if k not in own]
+    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
+              if k in state and state[k].shape != v.shape]
+    if missing or unexpected or shapes:
+        parts = []
+        if missing:
+            parts.append(f"missing keys {missing[:3]}{' ...' if len(missing) > 3 else ''}")
+        if unexpected:
+            parts.append(f"unexpected keys {unexpected[:3]}{' ...' if len(unexpected) > 3 else ''}")
+        if shapes:
+            parts.append(f"shape mismatch {shapes[:2]}{' ...' if len(shapes) > 2 else ''}")
+        raise NnqError(f"{path} does not match {what}: {'; '.join(parts)}; pick the file made for this model")
+    model.load_state_dict(state, strict=False)  # strict up to num_batches_tracked, checked above
+    return model.eval()
+
+
+def load_resnet_cifar(depth: int, path: str | Path, num_classes: int = 10) -> ResNetCifar:
+    """Loads an akamaster CIFAR ResNet checkpoint (``{'state_dict': ..., 'best_prec1': ...}``, ``module.`` keys).
+
+    The model expects ImageNet-normalised inputs (``load_dataset(..., normalize="imagenet")``).
+
+    Args:
+        depth: 20, 32, 44 or 56.
+        path: The ``.th`` file.
+        num_classes: Output size of the checkpoint.
+
+    Returns:
+        The model in eval mode.
+
+    Raises:
+        NnqError: unreadable file, or keys/shapes that do not match ResNet-``depth``.
+    """
+    obj = _torch_load(path)
+    state = obj.get("state_dict", obj) if isinstance(obj, dict) else obj
+    if isinstance(state, dict):
+        state = {k.removeprefix("module."): v for k, v in state.items()}
+    return _load_strict(ResNetCifar(depth, num_classes), state, path, f"ResNet-{depth} (CIFAR)")
+
+
+def load_lenet5_mnist(path: str | Path) -> LeNet5:
+    """Loads the csinva LeNet-5 MNIST state dict; inputs are 32x32 in [0, 1] (``resize=32, normalize="none"``).
+
+    Raises:
+        NnqError: unreadable file, or keys/shapes that do not match LeNet-5.
+    """
+    return _load_strict(LeNet5(1, 10), _torch_load(path), path, "LeNet-5 (1x32x32, 10 classes)")
+
+
+# ------------------------------------------------------------------------------------------ registry
+
+
+def build_model(name: str, input_shape: Sequence[int], num_classes: int, **kw) -> nn.Module:
+    """Builds a float reference model by name for data of ``input_shape`` ``(C, H, W)``.
+
+    Names: "mlp" (``hidden`` default (256, 256), other MLP keywords pass through), "lenet300", "lenet5"
+    (needs 32x32 input), "bnn_convnet" (``act``, ``out_bn``), "resnet20", "resnet32", "resnet44", "resnet56".
+
+    Raises:
+        NnqError: unknown name or an input shape the model cannot take.
+    """
+    c, h, w = tuple(input_shape)
+    flat = c * h * w
+    if name == "mlp":
+        return MLP(flat, kw.pop("hidden", (256, 256)), num_classes, **kw)
+    if name == "lenet300":
+        return LeNet300100(flat, num_classes, **kw)
+    if name == "lenet5":
+        if (h, w) != (32, 32):
+            raise NnqError(f"lenet5 needs 32x32 inputs, got {h}x{w}; load the data with resize=32")
+        return LeNet5(c, num_classes, **kw)
+    if name == "bnn_convnet":
+        if h != w:
+            raise NnqError(f"bnn_convnet needs square inputs, got {h}x{w}; use resize=32")
+        return BnnConvNet(c, num_classes, image_size=h, **kw)
+    if name.startswith("resnet") and name[6:].isdigit() and int(name[6:]) in (20, 32, 44, 56):
+        return ResNetCifar(int(name[6:]), num_classes, in_channels=c, **kw)
+    raise NnqError(f"unknown model {name!r}; known: {', '.join(MODEL_NAMES)}")
+
+
+MODEL_NAMES = ("mlp", "lenet300", "lenet5", "bnn_convnet", "resnet20", "resnet32", "resnet44", "resnet56")

@@ -1,0 +1,150 @@
+"""Tests of common.data: embedded digits, MNIST from $NNQ_DATA_DIR, missing-data errors, tensor augmentation."""
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from common.data import crop_flip, iterate_batches, load_dataset, make_synthetic
+from common.errors import NnqError
+
+
+def _mnist_raw() -> Path | None:
+    root = os.environ.get("NNQ_DATA_DIR")
+    raw = Path(root) / "MNIST" / "raw" if root else None
+    return raw if raw and any(raw.glob("train-images-idx3-ubyte*")) else None
+
+
+def test_digits_shapes_split_and_determinism():
+    a = load_dataset("digits")
+    b = load_dataset("digits")
+    assert a.x_train.shape == (1437, 1, 8, 8) and a.x_test.shape == (360, 1, 8, 8)  # 1797 * 0.2 -> 360 test
+    assert a.x_train.dtype == torch.float32 and a.y_train.dtype == torch.int64
+    assert a.input_shape == (1, 8, 8) and a.num_classes == 10 and a.augment == "none"
+    assert torch.equal(a.x_train, b.x_train) and torch.equal(a.y_test, b.y_test)
+    # stratified: every class in the test split with 35-37 samples
+    counts = a.y_test.bincount(minlength=10)
+    assert counts.min() >= 35 and counts.max() <= 37
+    # default normalisation uses the training statistics
+    assert abs(a.x_train.mean().item()) < 1e-4 and abs(a.x_train.std().item() - 1) < 1e-3
+    raw = load_dataset("digits", normalize="none", limit_train=100, limit_test=50)
+    assert raw.x_train.shape[0] == 100 and raw.x_test.shape[0] == 50
+    assert raw.x_train.min() >= 0 and raw.x_train.max() <= 1 and raw.x_train.max() == 1
+
+
+def test_mnist_from_data_dir_counts():
+    if _mnist_raw() is None:
+        pytest.skip("MNIST not in $NNQ_DATA_DIR")
+    b = load_dataset("mnist")
+    assert b.x_train.shape == (60000, 1, 28, 28) and b.x_test.shape == (10000, 1, 28, 28)
+    # train class counts from data/SOURCES.md
+    assert b.y_train.bincount()[:3].tolist() == [5923, 6742, 5958]
+    r = load_dataset("mnist", resize=32, normalize="none", limit_train=10, limit_test=10)
+    assert r.x_test.shape == (10, 1, 32, 32) and 0 <= r.x_test.min() and r.x_test.max() <= 1
+
+
+def test_missing_mnist_offline_names_files_and_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("NNQ_OFFLINE", "1")
+    with pytest.raises(NnqError) as e:
+        load_dataset("mnist", tmp_path)
+    msg = str(e.value)
+    assert "\n" not in msg
+    assert str(tmp_path / "MNIST" / "raw") in msg
+    for f in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
+              "t10k-labels-idx1-ubyte.gz"):
+        assert f in msg
+
+
+def test_missing_cifar10_jpeg_names_file(tmp_path):
+    with pytest.raises(NnqError, match="CIFAR-10-images-jpeg.tar.gz"):
+        load_dataset("cifar10_jpeg", tmp_path)
+
+
+def test_unknown_name_lists_known():
+    with pytest.raises(NnqError) as e:
+        load_dataset("imagenet22k")
+    assert "digits" in str(e.value) and "cifar10_jpeg" in str(e.value)
+    with pytest.raises(NnqError):
+        load_dataset("digits", normalize="zscore")
+
+
+def test_synthetic_deterministic_and_separable():
+    a, b = load_dataset("synthetic"), load_dataset("synthetic")
+    assert torch.equal(a.x_train, b.x_train) and a.input_shape == (1, 8, 8) and a.num_classes == 10
+    s = make_synthetic(64, 32, (3, 4, 4), 4, seed=1)
+    assert s.x_train.shape == (64, 3, 4, 4) and set(s.y_test.tolist()) == {0, 1, 2, 3}
+    # nearest class mean (from train) classifies the test set well above chance
+    means = torch.stack([s.x_train[s.y_train == k].mean(0) for k in range(4)]).flatten(1)
+    pred = torch.cdist(s.x_test.flatten(1), means).argmin(1)
+    assert (pred == s.y_test).float().mean() > 0.9
+
+
+def test_crop_flip_shapes_determinism_and_change():
+    x = torch.randn(64, 3, 32, 32)
+    a = crop_flip(x, torch.Generator().manual_seed(0))
+    b = crop_flip(x, torch.Generator().manual_seed(0))
+    c = crop_flip(x, torch.Generator().manual_seed(1))
+    assert a.shape == x.shape and torch.equal(a, b) and not torch.equal(a, c) and not torch.equal(a, x)
+    # every output is a shifted (and maybe flipped) window: its centre 24x24 equals some crop of x or x.flip(-1)
+    for i in range(8):
+        ok = False
+        for src in (x[i], x[i].flip(-1)):
+            for dy in range(-4, 5):
+                for dx in range(-4, 5):
+                    win = src[:, 4 + dy : 28 + dy, 4 + dx : 28 + dx]
+                    ok |= torch.equal(a[i, :, 4:28, 4:28], win)
+        assert ok
+
+
+def test_crop_flip_with_no_shift_only_flips():
+    x = torch.randn(16, 1, 5, 5)
+    y = crop_flip(x, torch.Generator().manual_seed(0), pad=0)
+    flipped = [torch.equal(y[i], x[i].flip(-1)) for i in range(16)]
+    kept = [torch.equal(y[i], x[i]) for i in range(16)]
+    assert all(f or k for f, k in zip(flipped, kept)) and any(flipped) and any(kept)
+
+
+def test_iterate_batches_covers_each_sample_once():
+    x = torch.arange(103, dtype=torch.float32).view(103, 1, 1, 1)
+    y = torch.arange(103)
+    g = torch.Generator().manual_seed(0)
+    seen = []
+    for xb, yb in iterate_batches(x, y, 10, shuffle=True, generator=g):
+        assert torch.equal(xb.view(-1).long(), yb)  # x and y stay paired
+        seen += yb.tolist()
+    assert sorted(seen) == list(range(103)) and seen != list(range(103))
+    unshuffled = [yb for _, yb in iterate_batches(x, y, 50)]
+    assert [len(b) for b in unshuffled] == [50, 50, 3] and torch.equal(torch.cat(unshuffled), y)
+
+
+def test_iterate_batches_augment_keeps_labels():
+    d = make_synthetic(40, 8, (3, 8, 8), 4)
+    batches = list(iterate_batches(d.x_train, d.y_train, 16, augment="crop_flip",
+                                   generator=torch.Generator().manual_seed(0)))
+    assert torch.equal(torch.cat([yb for _, yb in batches]), d.y_train)
+    assert all(xb.shape[1:] == (3, 8, 8) for xb, _ in batches)
+    with pytest.raises(NnqError):
+        next(iterate_batches(d.x_train, d.y_train, 16, augment="mixup"))
+
+
+def test_imagefolder_decodes_in_class_order_and_caches(tmp_path, monkeypatch):
+    from PIL import Image
+
+    monkeypatch.setenv("NNQ_CACHE_DIR", str(tmp_path / "cache"))
+    root = tmp_path / "folder"
+    for split, n in (("train", 3), ("test", 2)):
+        for k, cls in enumerate(("b_cls", "a_cls")):  # created out of order: labels follow sorted names
+            (root / split / cls).mkdir(parents=True)
+            for i in range(n):
+                Image.new("RGB", (6, 6), (40 * k, 10 * i, 255)).save(root / split / cls / f"{i}.png")
+    a = load_dataset(f"imagefolder:{root}", normalize="none")
+    assert a.x_train.shape == (6, 3, 6, 6) and a.x_test.shape == (4, 3, 6, 6) and a.num_classes == 2
+    assert a.y_train.tolist() == [0, 0, 0, 1, 1, 1] and a.augment == "crop_flip"
+    # "a_cls" (label 0) was drawn with red 40, "b_cls" with red 0
+    assert torch.allclose(a.x_train[0, 0], torch.full((6, 6), 40 / 255)) and a.x_train[3, 0].max() == 0
+    assert len(list((tmp_path / "cache").glob("*.pt"))) == 1
+    b = load_dataset(f"imagefolder:{root}", normalize="none")  # from the cache
+    assert torch.equal(a.x_train, b.x_train)
+    with pytest.raises(NnqError, match="train/ and test/"):
+        load_dataset(f"imagefolder:{tmp_path / 'nowhere'}")

@@ -1,0 +1,168 @@
+"""Tests of common.models: parameter counts, shapes, gradients, strict loading of the shared weights, accuracy."""
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn as nn
+
+from common.data import iterate_batches, load_dataset
+from common.errors import NnqError
+from common.models import (
+    MLP,
+    BnnConvNet,
+    LeNet5,
+    LeNet300100,
+    ResNetCifar,
+    _shortcut_a,
+    build_model,
+    load_lenet5_mnist,
+    load_resnet_cifar,
+    resnet20,
+    resnet56,
+)
+
+RESNET20 = "akamaster-pytorch_resnet_cifar10/resnet20-12fca82f.th"
+LENET5 = "csinva-gan-vae-pretrained-pytorch/lenet_epoch=12_test_acc=0.991.pth"
+# Measured accuracies of the shared weights, from weights/SOURCES.md.
+RESNET20_JPEG_ACC = 81.0
+LENET5_MNIST_ACC = 99.07
+
+
+def _weights(rel: str) -> Path:
+    root = os.environ.get("NNQ_WEIGHTS_DIR")
+    if not root and os.environ.get("NNQ_DATA_DIR"):
+        root = str(Path(os.environ["NNQ_DATA_DIR"]) / ".." / "weights")
+    path = Path(root) / rel if root else None
+    if path is None or not path.is_file():
+        pytest.skip(f"shared weights {rel} not found (set NNQ_WEIGHTS_DIR or NNQ_DATA_DIR)")
+    return path
+
+
+def _n_params(m: nn.Module) -> int:
+    return sum(p.numel() for p in m.parameters())
+
+
+@torch.inference_mode()
+def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    # batches of 250 keep ResNet-20's activations in cache: ~2x faster than 1000 on one CPU thread
+    correct = sum((model(xb).argmax(1) == yb).sum().item() for xb, yb in iterate_batches(x, y, 250))
+    return 100.0 * correct / len(y)
+
+
+def test_param_counts_lenets():
+    assert _n_params(LeNet300100()) == 266_610
+    assert _n_params(LeNet5()) == 61_706
+
+
+def test_resnet20_param_count_equals_checkpoint():
+    ckpt = torch.load(_weights(RESNET20), map_location="cpu", weights_only=True)["state_dict"]
+    trainable = sum(v.numel() for k, v in ckpt.items() if not k.endswith(("running_mean", "running_var")))
+    assert _n_params(resnet20()) == trainable
+    assert 0.26e6 < trainable < 0.28e6  # "0.27M" in the repository's table
+
+
+def test_resnet_depths_and_bad_depth():
+    counts = [_n_params(ResNetCifar(d)) for d in (20, 32, 44, 56)]
+    assert counts == sorted(counts) and 0.84e6 < counts[-1] < 0.86e6  # ResNet-56 "0.85M"
+    with pytest.raises(NnqError):
+        ResNetCifar(21)
+
+
+@pytest.mark.parametrize(
+    "name,shape,kw",
+    [
+        ("mlp", (1, 8, 8), {"hidden": (32, 16)}),
+        ("mlp", (1, 8, 8), {"hidden": (32,), "dropout": 0.1, "dropout_in": 0.1, "out_bn": True}),
+        ("lenet300", (1, 28, 28), {}),
+        ("lenet5", (1, 32, 32), {}),
+        ("bnn_convnet", (3, 32, 32), {}),
+        ("bnn_convnet", (3, 16, 16), {"out_bn": True, "act": nn.Hardtanh}),
+        ("resnet20", (3, 32, 32), {}),
+    ],
+)
+def test_builders_shape_and_gradients(name, shape, kw):
+    torch.manual_seed(0)
+    model = build_model(name, shape, 10, **kw).train()
+    out = model(torch.randn(4, *shape))
+    assert out.shape == (4, 10) and torch.isfinite(out).all()
+    out.square().mean().backward()
+    for pname, p in model.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, pname
+
+
+def test_act_factory_is_used():
+    m = MLP(64, (8, 8), 10, act=nn.Tanh)
+    assert sum(isinstance(x, nn.Tanh) for x in m.modules()) == 2
+    c = BnnConvNet(act=nn.Hardtanh)
+    assert sum(isinstance(x, nn.Hardtanh) for x in c.modules()) == 8 and not any(
+        isinstance(x, nn.ReLU) for x in c.modules())
+    # BNN convs / hidden FCs carry no bias (BN follows); final layer has a bias only without out_bn
+    assert all(x.bias is None for x in c.features if isinstance(x, nn.Conv2d))
+    assert c.classifier[-1].bias is not None and BnnConvNet(out_bn=True).classifier[-2].bias is None
+
+
+def test_build_model_errors():
+    with pytest.raises(NnqError, match="known"):
+        build_model("vgg19", (3, 32, 32), 10)
+    with pytest.raises(NnqError, match="resize=32"):
+        build_model("lenet5", (1, 28, 28), 10)
+
+
+def test_option_a_shortcut_has_no_parameters_and_pads_channels():
+    m = resnet56()
+    assert not any("shortcut" in k or "downsample" in k for k in m.state_dict())
+    block = m.layer2[0]
+    x = torch.randn(2, 16, 8, 8)
+    s = _shortcut_a(x, block.planes)  # [2, 32, 4, 4]
+    assert s.shape == (2, 32, 4, 4)
+    assert torch.equal(s[:, 8:24], x[:, :, ::2, ::2]) and s[:, :8].abs().sum() == 0 and s[:, 24:].abs().sum() == 0
+
+
+def test_load_resnet20_strict_and_mismatch_errors(tmp_path):
+    path = _weights(RESNET20)
+    m = load_resnet_cifar(20, path)
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+    assert torch.equal(m.layer3[2].conv2.weight, ckpt["module.layer3.2.conv2.weight"])
+    assert not m.training
+    with pytest.raises(NnqError, match="missing keys"):
+        load_resnet_cifar(32, path)
+    with pytest.raises(NnqError, match="unexpected keys"):
+        load_resnet_cifar(20, path.parent / "resnet56-4bfd9763.th")  # ResNet-56 keys into ResNet-20
+    bad = tmp_path / "trunc.th"
+    bad.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(NnqError, match="truncated"):
+        load_resnet_cifar(20, bad)
+
+
+def test_load_lenet5_strict_and_shape_mismatch(tmp_path):
+    path = _weights(LENET5)
+    m = load_lenet5_mnist(path)
+    sd = torch.load(path, map_location="cpu", weights_only=True)
+    assert set(sd) == set(m.state_dict()) and torch.equal(m.fc.f7.bias, sd["fc.f7.bias"])
+    sd["fc.f7.weight"] = torch.zeros(5, 84)
+    torch.save(sd, tmp_path / "bad.pth")
+    with pytest.raises(NnqError, match="shape mismatch"):
+        load_lenet5_mnist(tmp_path / "bad.pth")
+
+
+def test_lenet5_mnist_accuracy():
+    path = _weights(LENET5)
+    try:
+        data = load_dataset("mnist", resize=32, normalize="none", limit_train=1, download=False)
+    except NnqError:
+        pytest.skip("MNIST not in $NNQ_DATA_DIR")
+    acc = _accuracy(load_lenet5_mnist(path), data.x_test, data.y_test)
+    assert abs(acc - LENET5_MNIST_ACC) <= 0.3, acc
+
+
+def test_resnet20_cifar10_jpeg_accuracy():
+    path = _weights(RESNET20)
+    try:
+        data = load_dataset("cifar10_jpeg", normalize="imagenet", limit_train=1, download=False)
+    except NnqError:
+        pytest.skip("cifar10_jpeg not in $NNQ_DATA_DIR")
+    assert data.label == "CIFAR-10 (JPEG q75)"
+    acc = _accuracy(load_resnet_cifar(20, path), data.x_test, data.y_test)
+    assert abs(acc - RESNET20_JPEG_ACC) <= 2.0, acc
