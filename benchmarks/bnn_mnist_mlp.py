@@ -4,7 +4,7 @@ Target (issue 2): <= 1.5% test error within 30 minutes on 2 cores (paper: 0.96% 
 epochs, 1.40% Torch7; Table 1). Writes benchmarks/results/bnn_mnist_mlp.json; approve the run folder
 it names with ``python -m common.runs approve RUN_DIR``.
 
-    NNQ_DATA_DIR=/path/to/data python benchmarks/bnn_mnist_mlp.py [--threads 2] [extra train flags]
+    NNQ_DATA_DIR=/path/to/data python -m benchmarks.bnn_mnist_mlp [--threads 2] [extra train flags]
 """
 
 from __future__ import annotations

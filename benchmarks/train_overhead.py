@@ -4,7 +4,7 @@ Target (issue 2): time per training epoch of fit / bare <= 1.05, one process. Ep
 are interleaved in rounds so that machine noise hits both; the figure is the ratio of the medians.
 Evaluation is excluded from both (fit's ``epoch_train_s`` covers the training steps only).
 
-    python benchmarks/train_overhead.py [--rounds 4] [--epochs 3] [--threads 2]
+    python -m benchmarks.train_overhead [--rounds 4] [--epochs 3] [--threads 2]
 """
 
 from __future__ import annotations

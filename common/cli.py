@@ -13,6 +13,7 @@ import ast
 import dataclasses
 import inspect
 import json
+import os
 import sys
 import textwrap
 import types
@@ -206,5 +207,6 @@ def cli_main(main: Callable[[BaseConfig], dict], config_cls: type, presets: Mapp
         raise SystemExit(130) from None
     finally:
         end_training()
-    print(format_summary(summary))
+    if int(os.environ.get("RANK", "0")) == 0:  # once, also under torchrun
+        print(format_summary(summary))
     return summary

@@ -127,8 +127,9 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
 class Run:
     """One run folder. Create it with :meth:`create`, reopen it for ``--resume`` with :meth:`open`."""
 
-    def __init__(self, run_dir: Path):
+    def __init__(self, run_dir: Path, *, read_only: bool = False):
         self.dir = Path(run_dir)
+        self.read_only = read_only  # the non-main processes of a multi-process run write nothing
         self.config: dict[str, Any] = json.loads((self.dir / "config.json").read_text())
         self.paper: str = json.loads((self.dir / "summary.json").read_text())["paper"]
 
@@ -159,7 +160,22 @@ class Run:
 
     @classmethod
     def start(cls, paper: str, cfg: Any, key: str) -> "Run":
-        """Reopen ``cfg.resume`` or create a new run folder for ``cfg`` (a BaseConfig)."""
+        """Reopen ``cfg.resume`` or create a new run folder for ``cfg`` (a BaseConfig).
+
+        Under ``torchrun`` / ``accelerate launch`` the main process makes the folder and the
+        others open it read-only, so that every process resumes from the same checkpoints.
+        """
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            from common.train import accelerator
+
+            state = accelerator()  # joins the process group
+            box = [str(cls._start_here(paper, cfg, key).dir) if state.is_main_process else None]
+            torch.distributed.broadcast_object_list(box, src=0)
+            return cls(Path(box[0]), read_only=not state.is_main_process)
+        return cls._start_here(paper, cfg, key)
+
+    @classmethod
+    def _start_here(cls, paper: str, cfg: Any, key: str) -> "Run":
         if cfg.resume:
             run = cls.open(cfg.resume)
             if run.paper != paper:
@@ -171,6 +187,8 @@ class Run:
     # -- files -------------------------------------------------------------------------------
     def write_json(self, name: str, obj: Any) -> Path:
         path = self.dir / name
+        if self.read_only:
+            return path
         atomic_write_text(path, json.dumps(obj, indent=2, default=_json_default))
         return path
 
@@ -179,6 +197,8 @@ class Run:
 
     def log_metrics(self, record: dict[str, Any]) -> None:
         """Append one evaluation as a JSON line."""
+        if self.read_only:
+            return
         with open(self.dir / "metrics.jsonl", "a") as f:
             f.write(json.dumps(record, default=_json_default) + "\n")
             f.flush()
@@ -188,11 +208,15 @@ class Run:
 
     def rewrite_metrics(self, records: list[dict[str, Any]]) -> None:
         """Replace metrics.jsonl (used on resume to drop lines of an epoch that did not finish)."""
+        if self.read_only:
+            return
         atomic_write_text(self.dir / "metrics.jsonl",
                           "".join(json.dumps(r, default=_json_default) + "\n" for r in records))
 
     def save_checkpoint(self, obj: Any, name: str = "checkpoint.pt") -> Path:
         path = self.dir / name
+        if self.read_only:
+            return path
         atomic_torch_save(obj, path)
         return path
 
@@ -223,6 +247,8 @@ class Run:
 
     # -- status ------------------------------------------------------------------------------
     def set_status(self, status: str, message: str | None = None) -> None:
+        if self.read_only:
+            return
         summary = self.read_json("summary.json")
         summary["status"] = status
         if message:

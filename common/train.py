@@ -73,7 +73,8 @@ class Callback:
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
-def _accelerator():
+def accelerator():
+    """The process's Accelerator (fp32; multi-process under torchrun / accelerate launch)."""
     from accelerate import Accelerator
 
     return Accelerator(mixed_precision="no")
@@ -85,7 +86,7 @@ def end_training() -> None:
     from accelerate.state import PartialState
 
     if PartialState._shared_state:
-        _accelerator().end_training()
+        accelerator().end_training()
 
 
 def fit(model: nn.Module, data: DataBundle, *, epochs: int, batch_size: int,
@@ -116,7 +117,7 @@ def fit(model: nn.Module, data: DataBundle, *, epochs: int, batch_size: int,
         record per epoch) and ``train_time_s`` (sum of the epochs' training time).
     """
     callbacks = list(callbacks)
-    acc = _accelerator()
+    acc = accelerator()
     ckpt_name = f"{tag}.ckpt.pt"
     history: list[dict[str, Any]] = []
     start_epoch = 0

@@ -73,6 +73,27 @@ def test_interrupted_then_resumed_run_equals_an_uninterrupted_one(tmp_path, offl
     assert metrics_of(run_dir) == metrics_of(whole_dir)
 
 
+def test_a_non_finite_loss_stops_the_run_as_failed_with_a_clear_message(tmp_path, offline):
+    import torch
+
+    from common.data import load_dataset
+    from common.errors import NnqError
+    from common.models import MLP
+    from common.runs import Run
+    from common.train import fit
+
+    data = load_dataset("synthetic")
+    model = MLP(64, (8,), 10)
+    run = Run.create("bnn", "quick", "nan", 0, tmp_path, {"preset": "quick"})
+    blow_up = lambda logits, y: torch.nn.functional.cross_entropy(logits, y) * float("nan")  # noqa: E731
+    with pytest.raises(NnqError, match="diverged.*lower --lr"), run.guard():
+        fit(model, data, epochs=2, batch_size=32, optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+            loss_fn=blow_up, run=run)
+    summary = json.loads((run.dir / "summary.json").read_text())
+    assert summary["status"] == "failed" and "diverged" in summary["message"]
+    assert not run.has_checkpoint("main.ckpt.pt")  # no epoch finished, nothing half-written
+
+
 def test_approve_copies_small_files_only(tmp_path, offline, monkeypatch):
     import common.runs as runs
 
