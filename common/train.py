@@ -36,6 +36,9 @@ from common.evaluate import accuracy
 from common.runs import Run
 
 
+_GUARD_EVERY = 50
+
+
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch (all devices)."""
     random.seed(seed)
@@ -177,8 +180,6 @@ def fit(model: nn.Module, data: DataBundle, *, epochs: int, batch_size: int,
             t0 = time.perf_counter()
             for xb, yb in batches:
                 loss = loss_fn(model(xb), yb)
-                if not torch.isfinite(loss):
-                    raise _Diverged(epoch, ctx.step, loss.item())
                 optimizer.zero_grad(set_to_none=True)
                 acc.backward(loss)
                 optimizer.step()
@@ -188,6 +189,11 @@ def fit(model: nn.Module, data: DataBundle, *, epochs: int, batch_size: int,
                 loss_sum += loss.detach() * len(xb)
                 n_seen += len(xb)
                 bar.update(1)
+                # NaN/inf guard; checked every _GUARD_EVERY steps so a GPU is not synchronised each step
+                if ctx.step % _GUARD_EVERY == 0 and not torch.isfinite(loss_sum):
+                    raise _Diverged(epoch, ctx.step)
+            if not torch.isfinite(loss_sum):  # never checkpoint a diverged epoch
+                raise _Diverged(epoch, ctx.step)
             train_s = time.perf_counter() - t0
             if scheduler is not None:
                 scheduler.step()
@@ -222,6 +228,6 @@ def fit(model: nn.Module, data: DataBundle, *, epochs: int, batch_size: int,
 
 
 class _Diverged(Exception):
-    def __init__(self, epoch: int, step: int, value: float):
-        super().__init__(f"training diverged: loss is {value} at epoch {epoch}, step {step}; "
+    def __init__(self, epoch: int, step: int):
+        super().__init__(f"training diverged: the loss is not finite in epoch {epoch} (by step {step}); "
                          "lower --lr (the run folder keeps the last finite epoch)")
