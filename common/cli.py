@@ -143,6 +143,10 @@ def parse_config(config_cls: type, presets: Mapping[str, BaseConfig], argv: list
                  prog: str | None = None) -> BaseConfig:
     """Preset + overrides (or a run folder's config with --resume) -> a validated Config."""
     given = vars(build_parser(config_cls, presets, prog).parse_args(argv))
+    hints = typing.get_type_hints(config_cls)
+    for key, value in given.items():  # nargs="+" gives lists; the config holds tuples
+        if typing.get_origin(hints[key]) is tuple and isinstance(value, list):
+            given[key] = tuple(value)
     if given.get("resume"):
         cfg = _config_from_run(config_cls, Path(given["resume"]), given)
     else:

@@ -75,9 +75,9 @@ def build(out_dir: Path | None = None) -> dict[str, Path]:
             pts = [(m["epoch"], 100 - m["test_top1"]) for m in run["metrics"] if m["tag"] == tag]
             if pts:
                 ax.plot(*zip(*pts), label=label)
-        ax.set(xlabel="epoch", ylabel="test error (%)", title=f"BNN vs float twin — {_setting(run)}")
-        ax.set_yscale("log")
-        ax.legend()
+        ax.set(xlabel="epoch", ylabel="test error (%)", ylim=(0, None),
+               title=f"BNN vs float twin — {s['preset']} preset")
+        ax.legend(title=_setting(run).rsplit(" (", 1)[0], title_fontsize="small")
         name = f"curves_{s['preset']}"
         png, _ = save_figure(fig, out, name, footer=foot)
         figures.append((f"Test error per epoch — {s['preset']} preset", png))

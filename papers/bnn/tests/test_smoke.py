@@ -23,3 +23,22 @@ def test_quick_path_learns_and_writes_the_run_folder(tmp_path):
     bnn = [r for r in lines if r["tag"] == "bnn"]
     assert [r["epoch"] for r in bnn] == [1, 2, 3, 4]
     assert bnn[-1]["train_loss"] < bnn[0]["train_loss"]
+
+
+def test_results_rebuild_figures_tables_and_deck_from_the_approved_runs(tmp_path):
+    from pptx import Presentation
+
+    from common.runs import load_approved
+    from papers.bnn.results import README, build
+
+    readme_before = README.read_text()
+    written = build(tmp_path)
+    runs = load_approved("bnn")
+    assert runs, "papers/bnn/results/runs/ holds at least one approved run"
+    for run in runs:
+        preset = run["summary"]["preset"]
+        assert (tmp_path / f"curves_{preset}.png").stat().st_size > 10_000
+        assert (tmp_path / f"curves_{preset}.pdf").read_bytes().startswith(b"%PDF")
+        assert f"{run['summary']['test_error']:.2f}" in (tmp_path / "accuracy.md").read_text()
+    assert len(Presentation(str(written["deck"])).slides) >= 4 + len(runs)
+    assert README.read_text() == readme_before  # --out-dir leaves the package's README alone

@@ -1,0 +1,58 @@
+"""Cost accounting against hand-computed values."""
+
+import time
+
+import pytest
+import torch
+from torch import nn
+
+from common.evaluate import (accuracy, confusion_matrix, count_params, fp32_size_bytes, latency_ms, layer_bits, macs,
+                             model_bits)
+
+
+class Fixed(nn.Module):
+    """Predicts class (x[:, 0] > 0): a model whose confusion matrix is known."""
+
+    def forward(self, x):
+        return torch.stack([-x[:, 0], x[:, 0]], dim=1)
+
+
+def test_accuracy_and_confusion_matrix_by_hand():
+    x = torch.tensor([[1.0], [2.0], [-1.0], [-3.0], [0.5]])
+    y = torch.tensor([1, 0, 0, 0, 1])
+    cm = confusion_matrix(Fixed(), x, y, 2)
+    assert cm.tolist() == [[2, 1], [0, 2]]  # rows: true class, columns: predicted
+    assert accuracy(Fixed(), x, y, topk=(1,))["top1"] == pytest.approx(80.0)
+
+
+def test_bits_follow_each_layers_declared_width():
+    model = nn.Sequential(nn.Linear(10, 4), nn.Linear(4, 2))
+    model[0].weight_bits = 1
+    assert count_params(model) == 44 + 10
+    assert model_bits(model) == 40 * 1 + 4 * 32 + (8 + 2) * 32
+    assert {r["name"]: r["bits"] for r in layer_bits(model)}["0.weight"] == 1
+
+
+def test_fp32_file_is_at_least_four_bytes_per_value_and_not_much_more():
+    model = nn.Sequential(nn.Linear(100, 50), nn.BatchNorm1d(50))
+    n_values = sum(t.numel() for t in model.state_dict().values())
+    size = fp32_size_bytes(model)
+    assert 4 * (n_values - 1) <= size <= 4 * n_values + 2000  # num_batches_tracked is int64
+
+
+def test_macs_of_linear_and_conv_layers():
+    assert macs(nn.Linear(30, 20), torch.randn(5, 30)) == 5 * 30 * 20
+    conv = nn.Conv2d(3, 8, 3, padding=1, bias=False)
+    assert macs(conv, torch.randn(1, 3, 10, 10)) == 8 * 10 * 10 * 3 * 3 * 3
+
+
+def test_latency_is_the_median_of_measured_runs():
+    calls = []
+
+    def slow(x):
+        calls.append(1)
+        time.sleep(0.005)
+        return x
+
+    ms = latency_ms(slow, torch.zeros(1), repeats=5, warmup=2)
+    assert len(calls) == 7 and 5.0 <= ms < 50.0
