@@ -25,6 +25,19 @@ def test_ste_gradient_is_the_eq4_mask_on_a_hand_built_tensor():
     assert r.grad.tolist() == [0.0, 2.0, 3.0, 4.0, 5.0, 6.0, 0.0]
 
 
+def test_weight_ste_equals_the_eq4_ste_inside_the_clipping_range():
+    from papers.bnn.bnn import weight_sign_ste
+
+    w = (torch.rand(64, 32) * 2 - 1).requires_grad_()
+    g = torch.randn(64, 32)
+    weight_sign_ste(w).backward(g)
+    grad_fast = w.grad.clone()
+    w.grad = None
+    sign_ste(w).backward(g)
+    assert torch.equal(grad_fast, w.grad)
+    assert torch.equal(weight_sign_ste(w), sign_ste(w))
+
+
 def test_binary_linear_and_conv_compute_with_sign_of_latent_weights():
     torch.manual_seed(0)
     lin = BinaryLinear.from_float(nn.Linear(7, 5))
