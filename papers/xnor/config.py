@@ -1,0 +1,64 @@
+"""Configuration and presets of the XNOR-Net package (``python -m papers.xnor.train --help``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from common.cli import BaseConfig
+from common.errors import NnqError
+
+ARCHS = ("smallconv", "lenet5", "resnet20", "resnet32", "resnet44", "resnet56", "resnet18")
+
+
+@dataclass
+class Config(BaseConfig):
+    """Train a float twin, a Binary-Weight-Network and an XNOR-Net; save and check the packed artifacts."""
+
+    arch: str = "smallconv"
+    """Network: smallconv (8x8 digits), lenet5 (32x32), resnet20/32/44/56 (CIFAR), resnet18 (ImageNet folders)."""
+    resize: int | None = None
+    """Resize images to this square size when loading (lenet5 wants 32; None: keep)."""
+    normalize: str = "default"
+    """Input normalisation passed to common.data.load_dataset: default, imagenet or none."""
+    baseline_epochs: int = 10
+    """Epochs of the float twin that gives fp_value (0: no float baseline)."""
+    bwn_epochs: int = 10
+    """Epochs of the Binary-Weight-Network (0: skip BWN)."""
+    weight_decay: float = 0.0
+    """Adam weight decay of the float twin (the binary nets use none, as the paper's code)."""
+    init_from: str | None = None
+    """Optional float checkpoint (akamaster ResNet-CIFAR .th) whose matching tensors initialise all three nets."""
+    eval_packed_batch: int = 256
+    """Batch size of the packed (XNOR-popcount) evaluation of the converted model."""
+
+    def validate(self) -> None:
+        super().validate()
+        if self.arch not in ARCHS:
+            raise NnqError(f"--arch must be one of {', '.join(ARCHS)}, got {self.arch!r}")
+        if self.baseline_epochs < 0 or self.bwn_epochs < 0:
+            raise NnqError("--baseline-epochs and --bwn-epochs must be 0 or more")
+        if self.weight_decay < 0:
+            raise NnqError(f"--weight-decay must be 0 or more, got {self.weight_decay}")
+        if self.resize is not None and self.resize < 4:
+            raise NnqError(f"--resize must be at least 4, got {self.resize}")
+        if self.normalize not in ("default", "imagenet", "none"):
+            raise NnqError(f"--normalize must be default, imagenet or none, got {self.normalize!r}")
+        if self.eval_packed_batch < 1:
+            raise NnqError(f"--eval-packed-batch must be positive, got {self.eval_packed_batch}")
+
+
+PRESETS: dict[str, Config] = {
+    # CPU, embedded 8x8 digits, a 3-conv net; about two minutes for the three nets.
+    "quick": Config(preset="quick", dataset="digits", arch="smallconv", epochs=15, bwn_epochs=15,
+                    baseline_epochs=15, batch_size=64, lr=3e-3),
+    # LeNet-5 on MNIST at 32x32 (needs --data-dir or $NNQ_DATA_DIR).
+    "mnist_lenet5": Config(preset="mnist_lenet5", dataset="mnist", arch="lenet5", resize=32, epochs=4,
+                           bwn_epochs=4, baseline_epochs=4, batch_size=128, lr=2e-3),
+    # ResNet-20 on our CIFAR-10 JPEG q75 copy; --init-from a float ResNet-20 checkpoint is allowed.
+    "cifar10_resnet20": Config(preset="cifar10_resnet20", dataset="cifar10_jpeg", arch="resnet20",
+                               normalize="imagenet", epochs=100, bwn_epochs=100, baseline_epochs=100,
+                               batch_size=128, lr=1e-3),
+    # The paper's ImageNet ResNet-18 (Sec. 4, Table 2): an ImageNet-style folder, GPU.
+    "paper": Config(preset="paper", dataset="imagefolder:imagenet", arch="resnet18", normalize="imagenet",
+                    resize=224, epochs=60, bwn_epochs=60, baseline_epochs=0, batch_size=256, lr=1e-3),
+}

@@ -1,0 +1,194 @@
+"""Figures, tables and deck of the XNOR-Net package from its approved runs and the kernel benchmark.
+
+``python -m papers.xnor.results`` rebuilds everything from ``papers/xnor/results/runs/`` and
+``benchmarks/results/xnor_gemm.json`` (no training); ``--run`` first trains and approves the presets of
+the grid that have no approved run; ``--out-dir DIR`` writes elsewhere than ``papers/xnor/results/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+from pathlib import Path
+
+from common.report import (build_deck, comparison_table, footer_text, markdown_table, save_figure, slide_figure,
+                           update_readme_block)
+from common.runs import REPO_ROOT, approve, load_approved, results_dir
+from papers.xnor.config import PRESETS
+from papers.xnor.paper_numbers import CLAIMS, IMAGENET_ACCURACY
+from papers.xnor.train import main
+
+PAPER = "xnor"
+GRID = ("quick", "mnist_lenet5")  # presets with approved runs; cifar10_resnet20 and paper need a GPU
+README = Path(__file__).with_name("README.md")
+BENCH = REPO_ROOT / "benchmarks" / "results" / "xnor_gemm.json"
+
+IDEA = [
+    "BWN: a real filter W is replaced by α·sign(W) with α = mean|W| — the closed-form least-squares optimum "
+    "(Eq. 2–6).",
+    "XNOR-Net: the input is binarized too; a scaling map K (channel-mean of |I|, box-averaged over each k×k window, "
+    "Fig. 2) restores the magnitude, so a convolution becomes XNOR + popcount scaled by K·α (Eq. 11).",
+    "Training keeps real weights; sign's gradient is the STE 1_{|r|≤1}, and the weight gradient adds the α term "
+    "(1/n + α·∂sign/∂W); blocks are reordered BN → BinActiv → BinConv → Pool; first and last layers stay real.",
+    "Here the packed model really runs on 64-bit XNOR-popcount kernels (C, AVX-512 VPOPCNTDQ / AVX2 / scalar) "
+    "and gives bit-identical outputs to the simulated model.",
+]
+EQUATION_MAP = [
+    ("Eq. (6) α* = ‖W‖ℓ1 / n, B* = sign(W)", "papers/xnor/xnor.py: bwn_alpha, binarize"),
+    ("Eq. (1) I∗W ≈ (I ⊕ B)α", "xnor.py: BwnConv2d.forward, BwnLinear.forward"),
+    ("Sec. 3.1 STE ∂sign/∂r = 1_{|r|≤1}", "xnor.py: SignSTE.backward (sign_ste)"),
+    ("Sec. 3.1 ∂C/∂W = ∂C/∂W̃ (1/n + ∂sign/∂W α)", "xnor.py: WeightSignSTE.backward"),
+    ("Eq. (10) β = ‖X‖ℓ1 / n", "xnor.py: input_beta; XnorLinear"),
+    ("Fig. 2 A = Σ|I|/c, K = A ∗ k", "xnor.py: scaling_map_k"),
+    ("Eq. (11) I∗W ≈ (sign(I) ⊛ sign(W)) ⊙ Kα", "xnor.py: XnorConv2d.forward; kernel.py: xnor_conv2d"),
+    ("Sec. 3.2 XNOR + bit-count", "papers/xnor/xnor_kernel.c: micro_tile, xnor_conv2d_f32"),
+    ("Fig. 3 BN → BinActiv → BinConv → Pool", "models.py: SmallConvNet, XnorLeNet5, XnorResNetCifar, XnorResNet18"),
+    ("32× memory (1 bit / weight)", "packed.py: save_packed / load_packed"),
+]
+
+
+def _setting(run: dict) -> str:
+    s = run["summary"]
+    return f"{s['dataset']}, {s['arch']}, {s['epochs']} ep. ({s['preset']} preset)"
+
+
+def run_missing(grid=GRID) -> None:
+    """Train and approve each preset of ``grid`` that has no approved run yet."""
+    have = {r["summary"]["preset"] for r in load_approved(PAPER)}
+    for preset in grid:
+        if preset not in have:
+            summary = main(PRESETS[preset])
+            print(f"approved {approve(summary['run_dir'])}")
+
+
+def _accuracy_rows(runs: list[dict]) -> list[dict]:
+    rows = []
+    for run in runs:
+        s = run["summary"]
+        imagenet = "resnet18" == s.get("arch") and "imagenet" in str(s["dataset"]).lower()
+        for label, key, method in (("float twin", "fp_value", "full precision"), ("BWN", "bwn_value", "BWN"),
+                                   ("XNOR-Net", "value", "XNOR-Net")):
+            paper, ref = (None, None)
+            if imagenet:
+                paper, _, ref = IMAGENET_ACCURACY[("ResNet-18", method)]
+            rows.append({"setting": f"{_setting(run)} — {label}", "ours": s.get(key), "paper": paper, "ref": ref,
+                         "unit": "top-1 %",
+                         "note": None if imagenet else "paper reports ImageNet only (see rows below)"})
+    for (net, method), (top1, _, ref) in IMAGENET_ACCURACY.items():
+        rows.append({"setting": f"ImageNet, {net} — {method}", "ours": None, "paper": top1, "ref": ref,
+                     "unit": "top-1 %", "note": "reference: needs the paper preset (GPU)"})
+    return rows
+
+
+def _speed_figure(bench: dict, out: Path, foot: str) -> Path:
+    bars = []
+    for r in bench["gemm"]:
+        if r["threads"] == 1:
+            bars.append((f"GEMM\n{ {'native': 'AVX-512', 'avx2': 'AVX2', 'scalar': 'scalar'}.get(r['isa'], r['isa'])}",
+                         r["ratio"]))
+    for r in bench["conv_layers"]:
+        if r["threads"] == 1 and r["batch"] == 64:
+            bars.append((r["layer"].replace("ResNet-20 3x3 conv ", "conv ").replace(" @ ", "\n@"), r["ratio"]))
+    for r in bench["whole_models"]:
+        if r["threads"] == 1:
+            bars.append((f"{r['model'].split(' (')[0]}\nbatch {r['batch']}", r["ratio"]))
+    claim, claim_ref = CLAIMS["conv_speedup_x"]
+    fig, ax = slide_figure()
+    ax.bar(range(len(bars)), [b[1] for b in bars], color="C0", label="measured: fp32 time / packed time (1 thread)")
+    ax.axhline(claim, color="C1", ls="--", label=f"paper: {claim}× fewer high-precision ops ({claim_ref}; counted)")
+    ax.axhline(1, color="grey", lw=1)
+    ax.set_yscale("log")
+    ax.set_xticks(range(len(bars)), [b[0] for b in bars], fontsize=11)
+    ax.set(ylabel="speed-up over torch fp32 (×)", title="XNOR-popcount kernel vs fp32 on this CPU")
+    ax.legend(fontsize=12, loc="center right")
+    png, _ = save_figure(fig, out, "speed", footer=foot)
+    return png
+
+
+def build(out_dir: Path | None = None) -> dict[str, Path]:
+    """Write figures, tables and the deck from the approved runs; return the paths written."""
+    runs = load_approved(PAPER)
+    if not runs:
+        raise SystemExit("no approved runs in papers/xnor/results/runs; run with --run first")
+    default_out = out_dir is None
+    out = Path(out_dir) if out_dir else results_dir(PAPER)
+    written: dict[str, Path] = {}
+    figures = []
+    for run in runs:
+        s = run["summary"]
+        foot = footer_text(s["preset"], s["dataset"], s["commit"], dirty=s["dirty"])
+        fig, ax = slide_figure()
+        for tag, label in (("float", "float twin (fp32)"), ("bwn", "BWN (binary weights)"),
+                           ("xnor", "XNOR-Net (binary weights and inputs)")):
+            pts = [(m["epoch"], m["test_top1"]) for m in run["metrics"] if m["tag"] == tag]
+            if pts:
+                ax.plot(*zip(*pts), marker="o", label=label)
+        ax.set(xlabel="epoch", ylabel="test top-1 (%)", title=f"FP vs BWN vs XNOR — {_setting(run)}")
+        ax.legend()
+        name = f"curves_{s['preset']}"
+        png, _ = save_figure(fig, out, name, footer=foot)
+        figures.append((f"Test accuracy per epoch — {s['preset']} preset", png))
+        written[name] = png
+
+    md_acc = comparison_table(_accuracy_rows(runs), out, "accuracy")
+    with open(out / "accuracy.csv", newline="") as f:
+        acc_csv = list(csv.reader(f))
+    mem_header = ["Preset", "Params", "fp32 file (B)", "XNOR packed file (B)", "Ratio (whole model)",
+                  "Binarized layers fp32 (B)", "Binarized layers packed (B)", "Ratio (binarized layers)"]
+    mem_rows = [[r["summary"]["preset"], r["summary"]["params"],
+                 r["summary"].get("fp32_size_bytes",
+                                  round(r["summary"]["size_bytes"] * r["summary"]["compression_ratio"])),
+                 r["summary"]["size_bytes"],
+                 f"{r['summary']['compression_ratio']:.1f}×", r["summary"]["binary_layers_fp32_bytes"],
+                 r["summary"]["binary_layers_packed_bytes"], f"{r['summary']['binary_layers_ratio']:.1f}×"]
+                for r in runs]
+    md_mem = markdown_table(mem_header, mem_rows)
+    (out / "memory.md").write_text(md_mem + "\n")
+    written["accuracy"], written["memory"] = out / "accuracy.md", out / "memory.md"
+
+    last = runs[-1]["summary"]
+    tables = [("Top-1: ours vs the paper", acc_csv[0], acc_csv[1:]), ("Memory of the real artifact", mem_header,
+                                                                       mem_rows)]
+    md_speed = ""
+    if BENCH.is_file():
+        bench = json.loads(BENCH.read_text())
+        m = bench["machine"]
+        foot = footer_text("benchmark", f"{m['cpu']}, {m['cpu_count']} cores", m["commit"], dirty=m["dirty"])
+        written["speed"] = _speed_figure(bench, out, foot)
+        figures.insert(0, ("Measured speed of the packed path vs fp32 (benchmarks/xnor_gemm.py)", written["speed"]))
+        sp_header = ["What", "Batch", "Threads", "fp32 (ms)", "XNOR packed (ms)", "Speed-up"]
+        sp_rows = [[f"GEMM M=N=1024, K=4096 bits ({r['isa']})", "—", r["threads"], round(r["fp32_ms"], 3),
+                    round(r["binary_ms"], 3), f"{r['ratio']:.1f}×"] for r in bench["gemm"]]
+        sp_rows += [[r["layer"], r["batch"], r["threads"], round(r["fp32_ms"], 3), round(r["xnor_packed_ms"], 3),
+                     f"{r['ratio']:.2f}×"] for r in bench["conv_layers"]]
+        sp_rows += [[r["model"], r["batch"], r["threads"], round(r["fp32_ms"], 3), round(r["xnor_packed_ms"], 3),
+                     f"{r['ratio']:.2f}×"] for r in bench["whole_models"]]
+        md_speed = markdown_table(sp_header, sp_rows)
+        (out / "speed.md").write_text(md_speed + "\n")
+        written["speed_table"] = out / "speed.md"
+        tables.append(("Measured speed (median of repeats; shared, loaded machine)", sp_header, sp_rows))
+    written["deck"] = build_deck(
+        out / "xnor_deck.pptx", title="XNOR-Net and Binary-Weight-Networks",
+        subtitle="Rastegari, Ordonez, Redmon, Farhadi — ECCV 2016", idea=IDEA, equation_map=EQUATION_MAP,
+        tables=tables, figures=figures,
+        footer=footer_text(last["preset"], last["dataset"], last["commit"], dirty=last["dirty"]))
+    if default_out:
+        block = f"{md_acc}\n\n{md_mem}" + (f"\n\nMeasured speed ({BENCH.name}):\n\n{md_speed}" if md_speed else "")
+        update_readme_block(README, "results", block)
+    return written
+
+
+def cli(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m papers.xnor.results", description=__doc__.split("\n")[0])
+    parser.add_argument("--run", action="store_true", help=f"first train+approve missing presets of {GRID}")
+    parser.add_argument("--out-dir", type=Path, default=None, help="write here instead of papers/xnor/results/")
+    args = parser.parse_args(argv)
+    if args.run:
+        run_missing()
+    for name, path in build(args.out_dir).items():
+        print(f"{name}: {path}")
+
+
+if __name__ == "__main__":
+    cli()
