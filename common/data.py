@@ -358,6 +358,14 @@ def make_synthetic(
 # ------------------------------------------------------------------------------------------ public API
 
 
+def _subset(x: torch.Tensor, y: torch.Tensor, n: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """A fixed random subset of n samples (seed 0, sorted indices); all of them when n is None or >= len."""
+    if n is None or n >= len(x):
+        return x, y
+    idx = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))[:n].sort().values
+    return x[idx], y[idx]
+
+
 def load_dataset(
     name: str,
     data_dir: str | os.PathLike | None = None,
@@ -380,8 +388,9 @@ def load_dataset(
             the mean of the three values), or "none" (pixels in [0, 1]).
         resize: If given, images are resized to ``resize x resize`` (bilinear, antialiased, rounded to
             8-bit like PIL's ``Resize`` + ``ToTensor``).
-        limit_train: Keep only the first n training samples.
-        limit_test: Keep only the first n test samples.
+        limit_train: Keep n training samples: a fixed random subset (seed 0, original order kept), so that
+            sets stored class by class (image folders) still mix every class.
+        limit_test: Keep n test samples, chosen the same way.
         download: Allow downloading missing files; None means allowed unless ``NNQ_OFFLINE=1``.
 
     Returns:
@@ -414,8 +423,8 @@ def load_dataset(
     else:
         raise NnqError(f"unknown data set {name!r}; known: {', '.join(KNOWN_DATASETS)}")
     x_tr, y_tr, x_te, y_te, num_classes, label, stats, augment = raw
-    x_tr, y_tr = x_tr[:limit_train], y_tr[:limit_train]
-    x_te, y_te = x_te[:limit_test], y_te[:limit_test]
+    x_tr, y_tr = _subset(x_tr, y_tr, limit_train)
+    x_te, y_te = _subset(x_te, y_te, limit_test)
 
     def prep(x: torch.Tensor) -> torch.Tensor:
         # In-place arithmetic: the train sets are hundreds of MB as float32 and temporaries cost seconds.

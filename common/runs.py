@@ -264,7 +264,8 @@ class Run:
             fields: at least dataset, metric, value, fp_value, params, model_bits, size_bytes,
                 compression_ratio, train_time_s; any extra keys are kept after the common ones.
         """
-        commit, dirty = git_state()
+        env = self.read_json("env.json")  # the code state the run started from
+        commit, dirty = env.get("commit", "unknown"), env.get("dirty", True)
         summary = {"paper": self.paper, "preset": self.config.get("preset"), "status": "finished",
                    "peak_mem_mb": round(peak_mem_mb(), 1), "run_dir": str(self.dir),
                    "commit": commit, "dirty": dirty}

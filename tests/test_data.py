@@ -44,6 +44,17 @@ def test_mnist_from_data_dir_counts():
     assert r.x_test.shape == (10, 1, 32, 32) and 0 <= r.x_test.min() and r.x_test.max() <= 1
 
 
+def test_limited_sets_mix_the_classes_of_a_set_stored_class_by_class(monkeypatch):
+    import common.data as data
+
+    ordered = torch.arange(1000).repeat_interleave(1)  # labels sorted as in an image folder
+    x, y = torch.zeros(1000, 1, 2, 2), (ordered // 100)
+    xs, ys = data._subset(x, y, 100)
+    assert len(ys) == 100 and ys.unique().numel() == 10
+    assert torch.equal(data._subset(x, y, 100)[1], ys)  # fixed subset
+    assert data._subset(x, y, None)[1] is y
+
+
 def test_missing_mnist_offline_names_files_and_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("NNQ_OFFLINE", "1")
     with pytest.raises(NnqError) as e:
