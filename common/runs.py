@@ -26,7 +26,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import torch
 
@@ -361,6 +361,41 @@ def load_approved(paper: str, root: Path | None = None) -> list[dict[str, Any]]:
                     "config": json.loads((d / "config.json").read_text()),
                     "metrics": read_jsonl(d / "metrics.jsonl")})
     return out
+
+
+def run_missing(paper: str, grid: Iterable[str], presets: dict[str, Any], main: Callable[[Any], dict],
+                have: set[str] | None = None) -> list[Path]:
+    """Train and approve each preset of ``grid`` that has no approved run of ``paper`` yet.
+
+    Args:
+        have: presets already covered (default: those of the approved runs).
+    """
+    have = {r["summary"]["preset"] for r in load_approved(paper)} if have is None else have
+    approved = []
+    for preset in grid:
+        if preset not in have:
+            approved.append(approve(main(presets[preset])["run_dir"]))
+            print(f"approved {approved[-1]}")
+    return approved
+
+
+def results_cli(paper: str, *, build: Callable[[Path | None], dict[str, Path]], run: Callable[[], object],
+                grid: Iterable[str], argv: list[str] | None = None) -> None:
+    """The command line of every ``papers/<paper>/results.py``: ``[--run] [--out-dir DIR]``."""
+    parser = argparse.ArgumentParser(prog=f"python -m papers.{paper}.results",
+                                     description=f"Figures, tables and deck of papers/{paper} from its approved runs.")
+    parser.add_argument("--run", action="store_true",
+                        help=f"first train and approve the missing experiments of the grid {tuple(grid)}")
+    parser.add_argument("--out-dir", type=Path, default=None, help=f"write here instead of papers/{paper}/results/")
+    args = parser.parse_args(argv)
+    try:
+        if args.run:
+            run()
+        for name, path in build(args.out_dir).items():
+            print(f"{name}: {path}")
+    except NnqError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def _main(argv: list[str] | None = None) -> None:

@@ -7,13 +7,14 @@
 
 from __future__ import annotations
 
-import argparse
 import csv
 from pathlib import Path
 
+from common.errors import NnqError
 from common.report import (build_deck, comparison_table, footer_text, markdown_table, save_figure, slide_figure,
                            update_readme_block)
-from common.runs import approve, load_approved, results_dir
+from common.runs import load_approved, results_cli, results_dir
+from common.runs import run_missing as common_run_missing
 from papers.bnn.config import PRESETS
 from papers.bnn.paper_numbers import TEST_ERROR
 from papers.bnn.train import main
@@ -51,18 +52,14 @@ def _paper_key(run: dict) -> str | None:
 
 def run_missing(grid=GRID) -> None:
     """Train and approve each preset of ``grid`` that has no approved run yet."""
-    have = {r["summary"]["preset"] for r in load_approved(PAPER)}
-    for preset in grid:
-        if preset not in have:
-            summary = main(PRESETS[preset])
-            print(f"approved {approve(summary['run_dir'])}")
+    common_run_missing(PAPER, grid, PRESETS, main)
 
 
 def build(out_dir: Path | None = None) -> dict[str, Path]:
     """Write figures, tables and the deck from the approved runs; return the paths written."""
     runs = load_approved(PAPER)
     if not runs:
-        raise SystemExit("no approved runs in papers/bnn/results/runs; run with --run first")
+        raise NnqError("no approved runs in papers/bnn/results/runs; run with --run first")
     default_out = out_dir is None
     out = Path(out_dir) if out_dir else results_dir(PAPER)
     written: dict[str, Path] = {}
@@ -115,14 +112,7 @@ def build(out_dir: Path | None = None) -> dict[str, Path]:
 
 
 def cli(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m papers.bnn.results", description=__doc__.split("\n")[0])
-    parser.add_argument("--run", action="store_true", help=f"first train+approve missing presets of {GRID}")
-    parser.add_argument("--out-dir", type=Path, default=None, help="write here instead of papers/bnn/results/")
-    args = parser.parse_args(argv)
-    if args.run:
-        run_missing()
-    for name, path in build(args.out_dir).items():
-        print(f"{name}: {path}")
+    results_cli(PAPER, build=build, run=run_missing, grid=GRID, argv=argv)
 
 
 if __name__ == "__main__":

@@ -7,14 +7,14 @@ the grid that have no approved run; ``--out-dir DIR`` writes elsewhere than ``pa
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 from pathlib import Path
 
 from common.report import (build_deck, comparison_table, footer_text, markdown_table, save_figure, slide_figure,
                            update_readme_block)
-from common.runs import REPO_ROOT, approve, load_approved, results_dir
+from common.runs import REPO_ROOT, load_approved, results_cli, results_dir
+from common.runs import run_missing as common_run_missing
 from papers.xnor.config import PRESETS
 from papers.xnor.paper_numbers import CLAIMS, IMAGENET_ACCURACY
 from papers.xnor.train import main
@@ -55,11 +55,7 @@ def _setting(run: dict) -> str:
 
 def run_missing(grid=GRID) -> None:
     """Train and approve each preset of ``grid`` that has no approved run yet."""
-    have = {r["summary"]["preset"] for r in load_approved(PAPER)}
-    for preset in grid:
-        if preset not in have:
-            summary = main(PRESETS[preset])
-            print(f"approved {approve(summary['run_dir'])}")
+    common_run_missing(PAPER, grid, PRESETS, main)
 
 
 def _accuracy_rows(runs: list[dict]) -> list[dict]:
@@ -180,14 +176,7 @@ def build(out_dir: Path | None = None) -> dict[str, Path]:
 
 
 def cli(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m papers.xnor.results", description=__doc__.split("\n")[0])
-    parser.add_argument("--run", action="store_true", help=f"first train+approve missing presets of {GRID}")
-    parser.add_argument("--out-dir", type=Path, default=None, help="write here instead of papers/xnor/results/")
-    args = parser.parse_args(argv)
-    if args.run:
-        run_missing()
-    for name, path in build(args.out_dir).items():
-        print(f"{name}: {path}")
+    results_cli(PAPER, build=build, run=run_missing, grid=GRID, argv=argv)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ def test_scaling_map_k_by_hand():
     # I: 2 channels, 3x3; A = mean_c |I|; K = 2x2 box average of A (stride 1, no padding)
     i0 = torch.tensor([[1.0, -2.0, 3.0], [0.0, 4.0, -1.0], [2.0, 2.0, -6.0]])
     i1 = torch.tensor([[-3.0, 0.0, 1.0], [2.0, -2.0, 1.0], [0.0, 4.0, 2.0]])
-    a = (i0.abs() + i1.abs()) / 2  # [[2,1,2],[1,3,1],[1,3,4]]
+    # A = (|i0| + |i1|) / 2 = [[2,1,2],[1,3,1],[1,3,4]]
     expected = torch.tensor([[(2 + 1 + 1 + 3) / 4, (1 + 2 + 3 + 1) / 4], [(1 + 3 + 1 + 3) / 4, (3 + 1 + 3 + 4) / 4]])
     k = scaling_map_k(torch.stack([i0, i1]).unsqueeze(0), (2, 2), (1, 1), (0, 0))
     assert k.shape == (1, 1, 2, 2)

@@ -1,0 +1,111 @@
+"""Configuration and presets of Deep Compression (``python -m papers.deep_compression.train --help``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from common.cli import BaseConfig
+from common.errors import NnqError
+
+from papers.deep_compression.share import INIT_METHODS
+
+ARCHS = ("mlp", "lenet300", "lenet5", "resnet20")
+
+
+@dataclass
+class Config(BaseConfig):
+    """Prune, retrain, share weights, fine-tune centroids, Huffman-code: write the compressed file."""
+
+    arch: str = "lenet300"
+    """Network: mlp, lenet300 (LeNet-300-100), lenet5 (32x32 input), resnet20 (CIFAR)."""
+    baseline_epochs: int = 10
+    """Epochs of the float baseline (0: load it from --weights instead)."""
+    weights: str | None = None
+    """Float baseline checkpoint to start from; a relative path is looked up in --weights-dir."""
+    weights_dir: str | None = None
+    """Folder of shared pretrained weights; default $NNQ_WEIGHTS_DIR, else $NNQ_DATA_DIR/../weights."""
+    normalize: str = "default"
+    """Input normalisation for load_dataset: default, imagenet (ResNet-20 weights), none (LeNet-5 weights)."""
+    resize: int | None = None
+    """Resize images to this square size (LeNet-5 needs 32)."""
+    density: tuple[float, ...] = (0.08,)
+    """Fraction of weights kept per prunable layer, in layer order (one value: every layer)."""
+    prune_iterations: int = 3
+    """Prune -> retrain rounds (Han 2015 Sec. 3.3); densities fall geometrically to --density."""
+    bits: tuple[int, ...] = (6,)
+    """Weight-sharing bits per prunable layer (k = 2**bits centroids); one value: every layer."""
+    index_bits: int = 5
+    """Bits of a relative sparse index (Sec. 2, Fig. 2)."""
+    init: str = "linear"
+    """Centroid initialisation: linear, density, random (Sec. 3.1)."""
+    share_epochs: int = 3
+    """Epochs of centroid fine-tuning (Eq. 3)."""
+    optimizer: str = "adam"
+    """Optimizer of every stage: adam or sgd (momentum 0.9; a centroid's step is then its members' summed gradient, Eq. 3, so keep --share-lr small)."""
+    retrain_lr: float = 1e-4
+    """Learning rate of retraining after each pruning round (the paper retrains at a lower rate)."""
+    share_lr: float = 1e-4
+    """Learning rate of centroid fine-tuning."""
+    weight_decay: float = 1e-5
+    """L2 regularisation of the float and retraining stages (Han 2015 Sec. 3.1 uses L2 for pruning)."""
+
+    def validate(self) -> None:
+        super().validate()
+        if self.arch not in ARCHS:
+            raise NnqError(f"--arch must be one of {', '.join(ARCHS)}, got {self.arch!r}")
+        if self.baseline_epochs < 0:
+            raise NnqError(f"--baseline-epochs must be 0 or more, got {self.baseline_epochs}")
+        if self.baseline_epochs == 0 and not self.weights:
+            raise NnqError("--baseline-epochs 0 needs --weights FILE (a float baseline to start from)")
+        if not self.density or any(not 0 < d <= 1 for d in self.density):
+            raise NnqError(f"--density values must be in (0, 1], got {self.density}")
+        if self.prune_iterations < 1:
+            raise NnqError(f"--prune-iterations must be at least 1, got {self.prune_iterations}")
+        if not self.bits or any(not 1 <= b <= 16 for b in self.bits):
+            raise NnqError(f"--bits values must be in 1..16, got {self.bits}")
+        if not 1 <= self.index_bits <= 16:
+            raise NnqError(f"--index-bits must be in 1..16, got {self.index_bits}")
+        if self.init not in INIT_METHODS:
+            raise NnqError(f"--init must be one of {', '.join(INIT_METHODS)}, got {self.init!r}")
+        if self.share_epochs < 0:
+            raise NnqError(f"--share-epochs must be 0 or more, got {self.share_epochs}")
+        if self.optimizer not in ("adam", "sgd"):
+            raise NnqError(f"--optimizer must be adam or sgd, got {self.optimizer!r}")
+        if not (self.retrain_lr > 0 and self.share_lr > 0 and self.weight_decay >= 0):
+            raise NnqError("--retrain-lr and --share-lr must be positive and --weight-decay >= 0")
+        if self.normalize not in ("default", "imagenet", "none"):
+            raise NnqError(f"--normalize must be default, imagenet or none, got {self.normalize!r}")
+
+
+PRESETS: dict[str, Config] = {
+    # CPU, embedded 8x8 digits, an MLP 64-300-100-10 (LeNet-300-100 shape), under a minute.
+    "quick": Config(preset="quick", dataset="digits", arch="lenet300", baseline_epochs=30, epochs=4,
+                    batch_size=64, lr=1e-3, retrain_lr=3e-4, share_lr=3e-4, density=(0.25, 0.25, 0.5),
+                    prune_iterations=2, bits=(5,), index_bits=4, share_epochs=4),
+    # Table 2: LeNet-300-100 on MNIST, 8%/9%/26% kept, 5-bit index; 5-bit weights (Table 2: 6; README dev. 10).
+    "lenet300_mnist": Config(preset="lenet300_mnist", dataset="mnist", arch="lenet300", baseline_epochs=15,
+                             epochs=5, batch_size=128, lr=1e-3, retrain_lr=5e-4, share_lr=1e-4,
+                             density=(0.08, 0.09, 0.26), prune_iterations=6, bits=(5,), index_bits=5,
+                             share_epochs=4),
+    # Table 3 densities on our LeNet-5 (61.7K params, common.models), from the shared MNIST weights.
+    "lenet5_mnist": Config(preset="lenet5_mnist", dataset="mnist", arch="lenet5", baseline_epochs=0,
+                           weights="csinva-gan-vae-pretrained-pytorch/lenet_epoch=12_test_acc=0.991.pth",
+                           normalize="none", resize=32, epochs=4, batch_size=128, lr=1e-3, retrain_lr=5e-4,
+                           share_lr=1e-4, density=(0.66, 0.12, 0.08, 0.08, 0.19), prune_iterations=4,
+                           bits=(8, 8, 5, 5, 5), index_bits=5, share_epochs=3),
+    # The paper preset's longer schedule with lenet300_mnist's 5-bit weights (README deviation 10).
+    "lenet300_mnist_long": Config(preset="lenet300_mnist_long", dataset="mnist", arch="lenet300",
+                                  baseline_epochs=40, epochs=10, batch_size=128, lr=1e-3, retrain_lr=5e-4,
+                                  share_lr=1e-4, density=(0.08, 0.09, 0.26), prune_iterations=6, bits=(5,),
+                                  index_bits=5, share_epochs=10),
+    # ResNet-20 from the shared akamaster weights, on our CIFAR-10 JPEG q75 copy.
+    "cifar10_resnet20": Config(preset="cifar10_resnet20", dataset="cifar10_jpeg", arch="resnet20",
+                               baseline_epochs=0, weights="akamaster-pytorch_resnet_cifar10/resnet20-12fca82f.th",
+                               normalize="imagenet", epochs=5, batch_size=128, lr=1e-3, retrain_lr=2e-4,
+                               share_lr=1e-4, density=(0.5,), prune_iterations=3, bits=(5,), index_bits=4,
+                               share_epochs=3),
+    # The paper's LeNet-300-100 setting with a longer schedule (Table 2).
+    "paper": Config(preset="paper", dataset="mnist", arch="lenet300", baseline_epochs=40, epochs=10,
+                    batch_size=128, lr=1e-3, retrain_lr=5e-4, share_lr=1e-4, density=(0.08, 0.09, 0.26),
+                    prune_iterations=6, bits=(6,), index_bits=5, share_epochs=10),
+}

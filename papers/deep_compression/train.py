@@ -1,0 +1,289 @@
+"""Deep Compression end to end: ``python -m papers.deep_compression.train [--preset NAME] [flags]``.
+
+Stages (Fig. 1 of the paper): the float baseline (trained here, or loaded from --weights), then
+``prune_iterations`` rounds of magnitude pruning + retraining with the masks kept applied, then
+per-layer k-means weight sharing + centroid fine-tuning, then the compressed file (Huffman-coded
+codebook indices and relative sparse indices). After each stage the model is evaluated and the
+stage's real file is written and measured: ``pruned.nqdc`` (fp32 survivors + fixed-width relative
+indices), ``shared_fixed.nqdc`` (fixed-width codebook indices), ``model.nqdc`` (Huffman). The last
+one is decoded into a fresh float model, which must predict exactly what the shared model
+predicts; ``size_bytes`` is its size on disk.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Iterable
+
+import torch
+from torch import nn
+
+from common.cli import cli_main
+from common.data import DataBundle, load_dataset
+from common.errors import NnqError
+from common.evaluate import accuracy, count_params, fp32_size_bytes, predictions
+from common.models import build_model as build_common_model
+from common.models import load_lenet5_mnist, load_resnet_cifar
+from common.runs import Run
+from common.train import Callback, fit, seed_everything
+from papers.deep_compression.config import PRESETS, Config
+from papers.deep_compression.format import decode, encode, load_into
+from papers.deep_compression.prune import PruneMasks, density_schedule, prunable_layers
+from papers.deep_compression.share import share_weights_
+
+PAPER = "deep_compression"
+
+
+def weights_path(cfg: Config) -> Path:
+    """Resolve --weights: as given if it exists, else under --weights-dir / $NNQ_WEIGHTS_DIR / $NNQ_DATA_DIR/../weights."""
+    p = Path(cfg.weights)
+    if p.is_file():
+        return p
+    roots = [cfg.weights_dir, os.environ.get("NNQ_WEIGHTS_DIR")]
+    data = cfg.data_dir or os.environ.get("NNQ_DATA_DIR")
+    if data:
+        roots.append(str(Path(data) / ".." / "weights"))
+    for root in filter(None, roots):
+        if (Path(root) / p).is_file():
+            return Path(root) / p
+    raise NnqError(f"weights file {cfg.weights} not found; pass --weights-dir DIR (or set NNQ_WEIGHTS_DIR) "
+                   "to the folder holding it")
+
+
+def build_model(cfg: Config, data: DataBundle) -> nn.Module:
+    """The float network of ``cfg`` (weights random; see load_baseline)."""
+    kw = {"hidden": (300, 100), "batchnorm": False} if cfg.arch == "mlp" else {}
+    return build_common_model(cfg.arch, data.input_shape, data.num_classes, **kw)
+
+
+def load_baseline(cfg: Config, data: DataBundle) -> nn.Module:
+    """The float model of ``cfg`` with --weights loaded (strictly)."""
+    path = weights_path(cfg)
+    if cfg.arch == "lenet5":
+        return load_lenet5_mnist(path)
+    if cfg.arch == "resnet20":
+        return load_resnet_cifar(20, path, data.num_classes)
+    model = build_model(cfg, data)
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    model.load_state_dict(state.get("model", state), strict=True)
+    return model
+
+
+def per_layer(values: tuple, names: list[str], flag: str) -> dict[str, float]:
+    """Broadcast a per-layer setting: one value for every layer, or one per layer in order."""
+    if len(values) == 1:
+        return {n: values[0] for n in names}
+    if len(values) != len(names):
+        raise NnqError(f"--{flag} has {len(values)} values but the model has {len(names)} prunable layers "
+                       f"({', '.join(names)}); give one value or one per layer")
+    return dict(zip(names, values))
+
+
+def _optimizer(cfg: Config, params, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    params = [p for p in params if p.requires_grad]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay)
+    return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+
+
+def run_key(cfg: Config) -> str:
+    dens = "-".join(f"{d:g}" for d in cfg.density)
+    bits = "-".join(map(str, cfg.bits))
+    return re.sub(r"[^A-Za-z0-9.-]+", "-", f"{cfg.arch}-{cfg.dataset}-d{dens}-b{bits}-i{cfg.index_bits}").strip("-")
+
+
+def _error(model: nn.Module, data: DataBundle) -> float:
+    return round(100.0 - accuracy(model, data.x_test, data.y_test)["top1"], 4)
+
+
+def _hist(values: torch.Tensor, lo: float, hi: float, bins: int = 100) -> list[int]:
+    return torch.histc(values.float(), bins=bins, min=lo, max=hi).long().tolist()
+
+
+def layer_table(stats: dict, bits: dict[str, int]) -> list[dict]:
+    """Per-layer rows like the paper's Tables 2-3 from the statistics of the Huffman file."""
+    rows = []
+    for name, s in stats.items():
+        n, numel = s["n_weights"], s["numel"]
+        idx, pos = s["index"], s["position"]
+        coded_bits = idx["payload_bits"] + pos["payload_bits"] + 8 * (idx["table_bytes"] + pos["table_bytes"])
+        coded_bits += 32 * s["k"]  # the fp32 codebook
+        rows.append({
+            "layer": name, "weights": numel, "weights_pct": round(100 * n / numel, 2), "fillers": s["n_fillers"],
+            "weight_bits_pq": bits[name], "weight_bits_pqh": round(idx["mean_bits_per_symbol"], 3),
+            "weight_entropy_bits": round(idx["entropy_bits_per_symbol"], 3),
+            "index_bits_pq": pos["fixed_bits_per_symbol"], "index_bits_pqh": round(pos["mean_bits_per_symbol"], 3),
+            "index_entropy_bits": round(pos["entropy_bits_per_symbol"], 3),
+            "compress_rate_pq_pct": round(100 * (n * bits[name] + (n + s["n_fillers"]) * pos["fixed_bits_per_symbol"]
+                                                 + 32 * s["k"]) / (32 * numel), 3),
+            "compress_rate_pqh_pct": round(100 * coded_bits / (32 * numel), 3),
+        })
+    return rows
+
+
+def float_baseline(cfg: Config, data: DataBundle, run: Run | None, callbacks: Iterable[Callback] = ()
+                   ) -> tuple[nn.Module, float]:
+    """Stage 0: train the float model of ``cfg`` (tag "float") or load --weights; return (model, train s)."""
+    if not cfg.baseline_epochs:
+        return load_baseline(cfg, data).eval(), 0.0
+    model = build_model(cfg, data)
+    opt = _optimizer(cfg, model.parameters(), cfg.lr, cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.baseline_epochs)
+    res = fit(model, data, epochs=cfg.baseline_epochs, batch_size=cfg.batch_size, optimizer=opt, scheduler=sched,
+              callbacks=callbacks, run=run, tag="float", seed=cfg.seed, desc="float")
+    return model.eval(), res["train_time_s"]
+
+
+def prune_retrain(model: nn.Module, cfg: Config, data: DataBundle, run: Run | None, density: dict[str, float],
+                  *, iterations: int, epochs: int, tag: str = "prune", callbacks: Iterable[Callback] = ()
+                  ) -> tuple[PruneMasks, list[dict], float]:
+    """Stage 1 (Han 2015 Sec. 3.3): ``iterations`` rounds of prune -> retrain ``epochs`` epochs, in place.
+
+    Returns:
+        (the masks, the quality parameter of every layer per round, training seconds).
+    """
+    masks = PruneMasks(model, list(density)).attach()
+    schedules = {n: density_schedule(d, iterations) for n, d in density.items()}
+    qualities, seconds = [], 0.0
+    for t in range(iterations):
+        qualities.append(masks.prune_({n: s[t] for n, s in schedules.items()}))
+        if epochs:
+            opt = _optimizer(cfg, model.parameters(), cfg.retrain_lr, cfg.weight_decay)
+            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs)
+            res = fit(model, data, epochs=epochs, batch_size=cfg.batch_size, optimizer=opt, scheduler=sched,
+                      callbacks=[masks, *callbacks], run=run, tag=f"{tag}{t + 1}", seed=cfg.seed + t + 1,
+                      desc=f"prune {t + 1}/{iterations} ({masks.total_density():.1%} kept)")
+            seconds += res["train_time_s"]
+    masks.detach()
+    masks.apply_()
+    return masks, qualities, seconds
+
+
+def share_finetune(model: nn.Module, cfg: Config, data: DataBundle, run: Run | None, bits: dict[str, int],
+                   masks: dict[str, torch.Tensor] | None, *, init: str, epochs: int, tag: str = "share",
+                   callbacks: Iterable[Callback] = ()) -> tuple[dict[str, nn.Module], float, float]:
+    """Stage 2 (Sec. 3): k-means weight sharing, then ``epochs`` epochs of centroid fine-tuning (Eq. 3).
+
+    Returns:
+        (the shared layers by name, test error before fine-tuning, training seconds).
+    """
+    gen = torch.Generator().manual_seed(cfg.seed)
+    shared = share_weights_(model, bits, init=init, masks=masks, generator=gen)
+    model.eval()
+    error_before = _error(model, data)
+    seconds = 0.0
+    if epochs:
+        opt = _optimizer(cfg, model.parameters(), cfg.share_lr, 0.0)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs)
+        res = fit(model, data, epochs=epochs, batch_size=cfg.batch_size, optimizer=opt, scheduler=sched,
+                  callbacks=callbacks, run=run, tag=tag, seed=cfg.seed + 100, desc="centroid fine-tune")
+        seconds = res["train_time_s"]
+    model.eval()
+    for m in shared.values():
+        m._current_weight()
+    return shared, error_before, seconds
+
+
+def main(cfg: Config, callbacks: Iterable[Callback] = ()) -> dict:
+    """Compress the network of ``cfg`` through the three stages; return the summary dict.
+
+    Args:
+        cfg: a validated Config (see ``config.PRESETS``).
+        callbacks: extra callbacks of every training stage (tests use one to interrupt).
+    """
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    data = load_dataset(cfg.dataset, cfg.data_dir, normalize=cfg.normalize, resize=cfg.resize,
+                        limit_train=cfg.limit_train, limit_test=cfg.limit_test)
+    layers = list(prunable_layers(build_model(cfg, data)))  # check the per-layer flags before any training
+    density = per_layer(cfg.density, layers, "density")
+    bits = per_layer(cfg.bits, layers, "bits")
+    run = Run.start(PAPER, cfg, run_key(cfg))
+    with run.guard():
+        seed_everything(cfg.seed)
+        times = {}
+        # ---- stage 0: float baseline
+        model, times["float"] = float_baseline(cfg, data, run, callbacks)
+        fp_bytes = fp32_size_bytes(model)
+        fp_error = _error(model, data)
+        big = max(layers, key=lambda n: prunable_layers(model)[n].weight.numel())
+        w_dense = prunable_layers(model)[big].weight.detach().flatten().clone()
+
+        # ---- stage 1: iterative pruning + retraining
+        masks, qualities, times["prune"] = prune_retrain(model, cfg, data, run, density,
+                                                         iterations=cfg.prune_iterations, epochs=cfg.epochs,
+                                                         callbacks=callbacks)
+        model.eval()
+        pruned_error = _error(model, data)
+        pruned_file = encode(model, run.dir / "pruned.nqdc", width=cfg.index_bits, huffman=False,
+                             sparse_layers=layers)
+        w_pruned = prunable_layers(model)[big].weight.detach().flatten()
+        w_pruned = w_pruned[masks.masks[big].flatten()].clone()
+
+        # ---- stage 2: weight sharing + centroid fine-tuning
+        shared, shared_error_before_ft, times["share"] = share_finetune(
+            model, cfg, data, run, bits, masks.masks, init=cfg.init, epochs=cfg.share_epochs, callbacks=callbacks)
+        shared_error = _error(model, data)
+        shared_file = encode(model, run.dir / "shared_fixed.nqdc", width=cfg.index_bits, huffman=False)
+
+        # ---- stage 3: Huffman coding (Sec. 4) -> the real file; decode and check it
+        final = encode(model, run.dir / "model.nqdc", width=cfg.index_bits, huffman=True)
+        restored = load_into(build_model(cfg, data), decode(run.dir / "model.nqdc")).eval()
+        same = torch.equal(predictions(restored, data.x_test), predictions(model, data.x_test))
+        if not same:
+            raise NnqError(f"{run.dir / 'model.nqdc'} does not reproduce the shared model's predictions; please report this")
+        final_error = _error(restored, data)
+
+        table = layer_table(final.layers, bits)
+        sym_bits = sum(s["index"]["payload_bits"] for s in final.layers.values())
+        sym_n = sum(s["index"]["n"] for s in final.layers.values())
+        ent = sum(s["index"]["entropy_bits_per_symbol"] * s["index"]["n"] for s in final.layers.values())
+        pos_bits = sum(s["position"]["payload_bits"] for s in final.layers.values())
+        pos_ent = sum(s["position"]["entropy_bits_per_symbol"] * s["position"]["n"] for s in final.layers.values())
+
+        def stage(size: int, error: float) -> dict:
+            return {"size_bytes": size, "error": error, "ratio": round(fp_bytes / size, 3)}
+
+        report = {
+            "float": stage(fp_bytes, fp_error),
+            "pruned": {**stage(pruned_file.size_bytes, pruned_error), "file": "pruned.nqdc",
+                       "density": round(masks.total_density(), 5),
+                       "layer_density": {n: round(d, 5) for n, d in masks.density().items()},
+                       "quality": qualities},
+            "shared": {**stage(shared_file.size_bytes, shared_error), "file": "shared_fixed.nqdc",
+                       "error_before_finetune": shared_error_before_ft, "init": cfg.init},
+            "huffman": {**stage(final.size_bytes, final_error), "file": "model.nqdc"},
+            "layers": table,
+            "huffman_vs_entropy": {
+                "index_bits_per_symbol": round(sym_bits / max(1, sym_n), 4),
+                "index_entropy_bits": round(ent / max(1, sym_n), 4),
+                "index_gap_pct": round(100 * (sym_bits - ent) / max(ent, 1e-9), 3),
+                "position_gap_pct": round(100 * (pos_bits - pos_ent) / max(pos_ent, 1e-9), 3)},
+            "dense_bytes": final.dense_bytes,
+            "train_time_s": times,
+        }
+        run.write_json("stages.json", report)
+        lo, hi = float(w_dense.min()), float(w_dense.max())
+        sm = shared[big]
+        counts = torch.bincount(sm.idx[sm.mask], minlength=sm.codebook.numel())
+        run.write_json("histograms.json", {
+            "layer": big, "range": [lo, hi], "bins": 100,
+            "dense": _hist(w_dense, lo, hi), "pruned": _hist(w_pruned, lo, hi),
+            "shared_centroids": sm.codebook.detach().tolist(), "shared_counts": counts.tolist()})
+
+        train_time = round(sum(times.values()), 3)
+        return run.finish({
+            "dataset": data.label, "metric": "test_top1", "value": round(100 - final_error, 4),
+            "fp_value": round(100 - fp_error, 4), "params": count_params(build_model(cfg, data)),
+            "model_bits": 8 * final.size_bytes, "size_bytes": final.size_bytes,
+            "compression_ratio": round(fp_bytes / final.size_bytes, 3), "train_time_s": train_time,
+            "test_error": final_error, "fp_test_error": fp_error, "fp32_bytes": fp_bytes,
+            "density": round(masks.total_density(), 5), "artifact": "model.nqdc",
+            "artifact_reproduces_predictions": same, "stages": report,
+        })
+
+
+if __name__ == "__main__":
+    cli_main(main, Config, PRESETS, prog="python -m papers.deep_compression.train")

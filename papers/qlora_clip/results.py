@@ -1,0 +1,193 @@
+"""Figures, tables and deck of the QLoRA-on-CLIP package from its approved runs.
+
+``python -m papers.qlora_clip.results`` rebuilds everything from ``papers/qlora_clip/results/runs/`` (no
+training); ``--run`` first trains and approves the presets of the grid that have no approved run;
+``--out-dir DIR`` writes elsewhere than ``papers/qlora_clip/results/``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+
+from common.report import (build_deck, comparison_table, footer_text, markdown_table, save_figure, slide_figure,
+                           update_readme_block)
+from common.runs import load_approved, results_cli, results_dir
+from common.runs import run_missing as common_run_missing
+from papers.qlora_clip.config import PRESETS
+from papers.qlora_clip.paper_numbers import CONSTANT_BITS_PER_PARAM, DATATYPE_PERPLEXITY, MMLU
+from papers.qlora_clip.train import VARIANT_LABEL, main
+
+PAPER = "qlora_clip"
+GRID = ("quick", "mnist")  # presets with approved runs; paper needs a GPU and the internet
+README = Path(__file__).with_name("README.md")
+DTYPES = (("nf4", "NF4"), ("fp4", "FP4 (bnb E2M1)"), ("int4", "Int4"))
+
+IDEA = [
+    "Freeze the pretrained model in 4 bits and train only LoRA adapters through it (Eq. 5): "
+    "Y = X·dequant(c1, c2, W_NF4) + X·L1·L2.",
+    "NF4 puts its 16 levels at quantiles of N(0, 1) (Eq. 4), asymmetric so 0 is exact; "
+    "each block of 64 weights is scaled by its absmax.",
+    "Double quantization stores those absmax constants in 8 bits (block 256): 0.5 → 0.127 bit/param; "
+    "paged optimizers absorb memory spikes. Here: applied to CLIP's image tower, a setting the paper never tested.",
+]
+EQUATION_MAP = [
+    ("Eq. (4) NF4 quantiles, asymmetric", "papers/qlora_clip/nf4.py: normal_float_code_book"),
+    ("Eq. (1)-(2) blockwise absmax", "nf4.py: quantize_blockwise / dequantize_blockwise"),
+    ("Sec. 3 Double Quantization", "nf4.py: double_quantize / double_dequantize, dynamic_code_book"),
+    ("Table 2 data types FP4 / Int4", "nf4.py: fp4_code_book / int4_code_book"),
+    ("Eq. (5)-(6) QLoRA layer", "lora.py: quantize_linears_ (bnb Linear4bit) + add_lora_ (peft)"),
+    ("Sec. 4 all linear layers", "lora.py: split_attention_, IMAGE_TOWER_TARGETS"),
+    ("Sec. 3 paged optimizers", "train.py: _optimizer (bnb PagedAdamW on CUDA)"),
+]
+
+
+def _variants(run: dict) -> list[dict]:
+    return json.loads((Path(run["dir"]) / "variants.json").read_text())
+
+
+def _datatypes(run: dict) -> dict:
+    return json.loads((Path(run["dir"]) / "datatypes.json").read_text())["errors"]
+
+
+def _foot(run: dict) -> str:
+    s = run["summary"]
+    return footer_text(s["preset"], s["dataset"], s["commit"], dirty=s["dirty"])
+
+
+def run_missing(grid=GRID) -> None:
+    """Train and approve each preset of ``grid`` that has no approved run yet."""
+    common_run_missing(PAPER, grid, PRESETS, main)
+
+
+def claim_rows(run: dict) -> list[dict]:
+    """Our figures beside the paper's claims (the paper is on LLaMA; ours on CLIP: different tasks and units)."""
+    s, by = run["summary"], {r["variant"]: r for r in _variants(run)}
+    tag = f"{s['preset']} preset, {s['dataset']}"
+    rows = []
+    if {"qlora_nf4", "lora"} <= by.keys():
+        rows.append({"setting": f"QLoRA NF4+DQ minus 16/32-bit LoRA ({tag}; paper: MMLU)",
+                     "ours": round(by["qlora_nf4"]["top1"] - by["lora"]["top1"], 2),
+                     "paper": round(MMLU["NFloat4 + DQ"][0] - MMLU["BFloat16"][0], 2), "ref": MMLU["BFloat16"][1],
+                     "unit": "points"})
+    if {"qlora_fp4", "qlora_nf4"} <= by.keys():
+        rows.append({"setting": f"QLoRA FP4 minus NF4+DQ ({tag}; paper: MMLU)",
+                     "ours": round(by["qlora_fp4"]["top1"] - by["qlora_nf4"]["top1"], 2),
+                     "paper": round(MMLU["Float4"][0] - MMLU["NFloat4 + DQ"][0], 2), "ref": MMLU["Float4"][1],
+                     "unit": "points"})
+    if "qlora_nf4" in by:
+        bits, ref = CONSTANT_BITS_PER_PARAM["with DQ (8-bit absmax, block 64; fp32 constants, block 256)"]
+        rows.append({"setting": f"NF4+DQ constants overhead, millibits per base param, measured storage incl. "
+                                f"code books ({s['preset']} preset)",
+                     "ours": round(1000 * (by["qlora_nf4"]["bits_per_base_param"] - 4), 1),
+                     "paper": round(1000 * bits, 1), "ref": ref})
+        rows.append({"setting": f"Base linear bytes / fp32 bytes, target ≤ 0.135 ({s['preset']} preset)",
+                     "ours": by["qlora_nf4"]["base_ratio_to_fp32"], "paper": round((4 + bits) / 32, 4), "ref": ref})
+    return rows
+
+
+def variants_table(run: dict) -> tuple[list[str], list[list]]:
+    header = ["Variant", "Top-1 %", "Base zero-shot %", "Trainable params", "Base bytes", "Bits/base param",
+              "Time/step (s)", "Train state (MB)", "Peak RSS (MB)"]
+    rows = [[r["label"], r["top1"], r["zero_shot_top1"], r["trainable_params"], r["base_bytes"],
+             r["bits_per_base_param"], r["time_per_step_s"] if r["time_per_step_s"] is not None else "—",
+             round(r["state_bytes"] / 2**20, 1), r["peak_mem_mb"]] for r in _variants(run)]
+    return header, rows
+
+
+def datatype_figure(run: dict, out: Path) -> Path:
+    dt = _datatypes(run)
+    groups = [g for g in ("image tower", "text tower", "N(0,1)") if g in dt]
+    fig, ax = slide_figure()
+    x = np.arange(len(groups))
+    width = 0.26
+    for i, (qt, label) in enumerate(DTYPES):
+        vals = [dt[g][qt].get("rel_mse", dt[g][qt].get("mse")) for g in groups]
+        ax.bar(x + (i - 1) * width, vals, width, label=label)
+    pre = run["summary"].get("pretrained")
+    origin = ("random init" if not pre else "our CIFAR-10 pretraining" if "cifar10" in str(pre)
+              else f"pretrained: {Path(str(pre)).name[:24]}")
+    names = {"image tower": f"image tower weights\n({origin})",
+             "text tower": "text tower weights\n(MiniLM, pretrained)", "N(0,1)": "N(0, 1) samples"}
+    ax.set_xticks(x, [names[g] for g in groups])
+    ax.set(ylabel="relative MSE (weights) / MSE (N(0,1))",
+           title="4-bit data types, block 64 + double quantization (lower is better)")
+    ppl = ", ".join(f"{k} {v[0]}" for k, v in DATATYPE_PERPLEXITY.items())
+    ax.text(0.01, 0.97, f"Paper, Table 2 (perplexity): {ppl}", transform=ax.transAxes, va="top", fontsize=13)
+    ax.legend(loc="upper left", bbox_to_anchor=(0.0, 0.92))
+    png, _ = save_figure(fig, out, f"datatypes_{run['summary']['preset']}", footer=_foot(run))
+    return png
+
+
+def memory_figure(run: dict, out: Path) -> Path:
+    rows = [r for r in _variants(run) if r["variant"] != "zero_shot"]
+    fig, ax = slide_figure()
+    x = np.arange(len(rows))
+    ax.bar(x - 0.2, [r["base_bytes"] / 2**20 for r in rows], 0.4, label="base linear weights (stored)")
+    ax.bar(x + 0.2, [r["state_bytes"] / 2**20 for r in rows], 0.4,
+           label="training state: all weights + grads + optimizer")
+    ax.set_xticks(x, [VARIANT_LABEL[r["variant"]].replace(", ", ",\n") for r in rows], fontsize=13)
+    ax.set(ylabel="MB (from the tensors' storage)", title="Memory per variant")
+    ax.legend()
+    png, _ = save_figure(fig, out, f"memory_{run['summary']['preset']}", footer=_foot(run))
+    return png
+
+
+def curves_figure(run: dict, out: Path) -> Path:
+    fig, ax = slide_figure()
+    for r in _variants(run):
+        pts = [(m["epoch"], m["test_top1"]) for m in run["metrics"] if m.get("tag") == r["variant"]]
+        if pts:
+            ax.plot(*zip(*pts), label=r["label"])
+    ax.set(xlabel="epoch (0 = before tuning)", ylabel="test top-1 (%)",
+           title=f"Fine-tuning CLIP — {run['summary']['dataset']} ({run['summary']['preset']} preset)")
+    ax.legend()
+    png, _ = save_figure(fig, out, f"curves_{run['summary']['preset']}", footer=_foot(run))
+    return png
+
+
+def build(out_dir: Path | None = None) -> dict[str, Path]:
+    """Write figures, tables and the deck from the approved runs; return the paths written."""
+    runs = load_approved(PAPER)
+    if not runs:
+        raise SystemExit("no approved runs in papers/qlora_clip/results/runs; run with --run first")
+    default_out = out_dir is None
+    out = Path(out_dir) if out_dir else results_dir(PAPER)
+    written: dict[str, Path] = {}
+    figures, tables, md_blocks, claims = [], [], [], []
+    for run in runs:
+        preset = run["summary"]["preset"]
+        for kind, fn in (("curves", curves_figure), ("datatypes", datatype_figure), ("memory", memory_figure)):
+            png = fn(run, out)
+            written[f"{kind}_{preset}"] = png
+            figures.append((f"{kind.capitalize()} — {preset} preset", png))
+        header, rows = variants_table(run)
+        tables.append((f"Variants on the same budget — {preset} preset, {run['summary']['dataset']}", header, rows))
+        md_blocks.append(f"**{preset} preset, {run['summary']['dataset']}**\n\n{markdown_table(header, rows)}")
+        claims += claim_rows(run)
+    md_claims = comparison_table(claims, out, "claims")
+    with open(out / "claims.csv", newline="") as f:
+        claims_csv = list(csv.reader(f))
+    md_variants = "\n\n".join(md_blocks)
+    (out / "variants.md").write_text(md_variants + "\n")
+    written["claims"], written["variants"] = out / "claims.md", out / "variants.md"
+    last = runs[-1]
+    written["deck"] = build_deck(
+        out / "qlora_clip_deck.pptx", title="QLoRA applied to CLIP",
+        subtitle="Dettmers, Pagnoni, Holtzman, Zettlemoyer — NeurIPS 2023 (arXiv 2305.14314)", idea=IDEA,
+        equation_map=EQUATION_MAP, tables=[("Ours vs the paper's claims", claims_csv[0], claims_csv[1:]), *tables],
+        figures=figures, footer=_foot(last))
+    if default_out:
+        update_readme_block(README, "results", f"{md_claims}\n\n{md_variants}")
+    return written
+
+
+def cli(argv: list[str] | None = None) -> None:
+    results_cli(PAPER, build=build, run=run_missing, grid=GRID, argv=argv)
+
+
+if __name__ == "__main__":
+    cli()
