@@ -186,7 +186,7 @@ def fit(model: nn.Module, data: DataBundle, *, epochs: int, batch_size: int,
                 ctx.step += 1
                 for cb in callbacks:
                     cb.after_step(ctx)
-                loss_sum += loss.detach() * len(xb)
+                loss_sum.add_(loss.detach(), alpha=len(xb))
                 n_seen += len(xb)
                 bar.update(1)
                 # NaN/inf guard; checked every _GUARD_EVERY steps so a GPU is not synchronised each step
