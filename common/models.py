@@ -207,9 +207,12 @@ class ResNetCifar(nn.Module):
         depth: 20, 32, 44, 56, ... (6n+2).
         num_classes: Output size.
         in_channels: Input channels.
+        block: ``block(in_planes, planes, stride)`` builds each residual block (default
+            :class:`BasicBlockCifar`); papers pass their quantized blocks here.
     """
 
-    def __init__(self, depth: int, num_classes: int = 10, *, in_channels: int = 3):
+    def __init__(self, depth: int, num_classes: int = 10, *, in_channels: int = 3,
+                 block: Callable[[int, int, int], nn.Module] | None = None):
         super().__init__()
         if depth < 8 or (depth - 2) % 6:
             raise NnqError(f"ResNetCifar depth must be 6n+2 (20, 32, 44, 56, ...), got {depth}")
@@ -221,7 +224,7 @@ class ResNetCifar(nn.Module):
         for i, (planes, stride) in enumerate(((16, 1), (32, 2), (64, 2)), start=1):
             blocks = []
             for j in range(n):
-                blocks.append(BasicBlockCifar(in_planes, planes, stride if j == 0 else 1))
+                blocks.append((block or BasicBlockCifar)(in_planes, planes, stride if j == 0 else 1))
                 in_planes = planes
             setattr(self, f"layer{i}", nn.Sequential(*blocks))
         self.linear = nn.Linear(64, num_classes)

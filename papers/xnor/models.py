@@ -114,28 +114,15 @@ class XnorBasicBlock(nn.Module):
         return out + (_shortcut_a(x, self.planes) if self.downsample else x)
 
 
-class XnorResNetCifar(nn.Module):
+class XnorResNetCifar(ResNetCifar):
     """CIFAR ResNet (6n+2) with XNOR blocks; conv1 and linear real; keys follow common.models.ResNetCifar.
 
     conv1(3,16) BN ReLU | n XnorBasicBlocks per stage (16, 32, 64) | BN ReLU avgpool | linear
     """
 
     def __init__(self, depth: int = 20, num_classes: int = 10, in_channels: int = 3):
-        super().__init__()
-        if depth < 8 or (depth - 2) % 6:
-            raise NnqError(f"depth must be 6n+2 (20, 32, 44, 56), got {depth}")
-        n = (depth - 2) // 6
-        self.conv1 = nn.Conv2d(in_channels, 16, 3, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(16)
-        in_planes = 16
-        for i, (planes, stride) in enumerate(((16, 1), (32, 2), (64, 2)), start=1):
-            blocks = []
-            for j in range(n):
-                blocks.append(XnorBasicBlock(in_planes, planes, stride if j == 0 else 1))
-                in_planes = planes
-            setattr(self, f"layer{i}", nn.Sequential(*blocks))
-        self.bn_out = nn.BatchNorm2d(64)
-        self.linear = nn.Linear(64, num_classes)
+        super().__init__(depth, num_classes, in_channels=in_channels, block=XnorBasicBlock)
+        self.bn_out = nn.BatchNorm2d(64)  # Fig. 3 order: the last block's output is normalised before the head
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # x: [B, 3, 32, 32] -> [B, 16, 32, 32] -> [B, 32, 16, 16] -> [B, 64, 8, 8] -> [B, classes]
