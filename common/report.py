@@ -177,6 +177,11 @@ def footer_text(preset: str, dataset: str, commit: str | None, *, dirty: bool = 
     return f"{head} · data: {dataset} · commit {rev}"
 
 
+def summary_footer(summary: Mapping[str, Any]) -> str:
+    """:func:`footer_text` of a run's summary.json (its preset, data set and commit)."""
+    return footer_text(summary["preset"], summary["dataset"], summary.get("commit"), dirty=bool(summary.get("dirty")))
+
+
 def save_figure(fig: Figure, out_dir: str | os.PathLike, name: str, *, footer: str) -> list[Path]:
     """Draws the footer, writes ``name.png`` and ``name.pdf`` and closes the figure.
 

@@ -319,11 +319,13 @@ def format_summary(summary: dict[str, Any]) -> str:
                                                  if summary.get("preset") == "quick" else "")
     lines = [
         f"{summary.get('paper')} · {label} · {summary.get('dataset')} · status: {summary.get('status')}",
-        f"  {summary.get('metric', 'metric')}: {fmt(summary.get('value'))}   float baseline: {fmt(summary.get('fp_value'))}",
+        f"  {summary.get('metric', 'metric')}: {fmt(summary.get('value'))}   "
+        f"float baseline: {fmt(summary.get('fp_value'))}",
         f"  params: {fmt(summary.get('params'))}   model bits: {fmt(summary.get('model_bits'))}",
         f"  artifact size: {fmt(summary.get('size_bytes'), ' B')}   compression vs fp32: "
         f"{fmt(summary.get('compression_ratio'), '×')}",
-        f"  train time: {fmt(summary.get('train_time_s'), ' s')}   peak memory: {fmt(summary.get('peak_mem_mb'), ' MB')}",
+        f"  train time: {fmt(summary.get('train_time_s'), ' s')}   "
+        f"peak memory: {fmt(summary.get('peak_mem_mb'), ' MB')}",
         f"  run folder: {summary.get('run_dir')}",
         f"  approve it for the slides: python -m common.runs approve {summary.get('run_dir')}",
     ]
@@ -350,8 +352,12 @@ def approve(run_dir: str | Path) -> Path:
     return dest
 
 
-def load_approved(paper: str, root: Path | None = None) -> list[dict[str, Any]]:
-    """Approved runs of a paper: dicts with dir, summary, config, metrics (oldest first)."""
+def load_approved(paper: str, root: Path | None = None, *, required: bool = False) -> list[dict[str, Any]]:
+    """Approved runs of a paper: dicts with dir, summary, config, metrics (oldest first).
+
+    Args:
+        required: raise NnqError (saying how to make them) when there is none.
+    """
     base = (root or results_dir(paper)) / "runs"
     out = []
     for d in sorted(base.glob("*/")) if base.is_dir() else []:
@@ -360,6 +366,9 @@ def load_approved(paper: str, root: Path | None = None) -> list[dict[str, Any]]:
         out.append({"dir": d, "summary": json.loads((d / "summary.json").read_text()),
                     "config": json.loads((d / "config.json").read_text()),
                     "metrics": read_jsonl(d / "metrics.jsonl")})
+    if required and not out:
+        raise NnqError(f"no approved runs in {base}; make them with `python -m papers.{paper}.results --run` "
+                       f"(or train and `python -m common.runs approve RUN_DIR`)")
     return out
 
 

@@ -103,3 +103,15 @@ def test_approve_copies_small_files_only(tmp_path, offline, monkeypatch):
     assert {p.name for p in dest.iterdir()} == {"config.json", "env.json", "metrics.jsonl", "summary.json"}
     [loaded] = load_approved("bnn", root=tmp_path / "results")
     assert loaded["summary"]["value"] == s["value"]
+
+
+def test_results_without_approved_runs_is_a_one_line_error(tmp_path, capsys, monkeypatch):
+    import common.runs as runs
+    from papers.bnn import results
+
+    monkeypatch.setattr(runs, "results_dir", lambda paper: tmp_path / "empty")
+    with pytest.raises(SystemExit) as exc:
+        results.cli(["--out-dir", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip()
+    assert exc.value.code == 2 and len(err.splitlines()) == 1
+    assert "no approved runs" in err and "--run" in err

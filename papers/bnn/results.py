@@ -10,9 +10,15 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from common.errors import NnqError
-from common.report import (build_deck, comparison_table, footer_text, markdown_table, save_figure, slide_figure,
-                           update_readme_block)
+from common.report import (
+    build_deck,
+    comparison_table,
+    markdown_table,
+    save_figure,
+    slide_figure,
+    summary_footer,
+    update_readme_block,
+)
 from common.runs import load_approved, results_cli, results_dir
 from common.runs import run_missing as common_run_missing
 from papers.bnn.config import PRESETS
@@ -57,16 +63,14 @@ def run_missing(grid=GRID) -> None:
 
 def build(out_dir: Path | None = None) -> dict[str, Path]:
     """Write figures, tables and the deck from the approved runs; return the paths written."""
-    runs = load_approved(PAPER)
-    if not runs:
-        raise NnqError("no approved runs in papers/bnn/results/runs; run with --run first")
+    runs = load_approved(PAPER, required=True)
     default_out = out_dir is None
     out = Path(out_dir) if out_dir else results_dir(PAPER)
     written: dict[str, Path] = {}
     figures = []
     for run in runs:
         s = run["summary"]
-        foot = footer_text(s["preset"], s["dataset"], s["commit"], dirty=s["dirty"])
+        foot = summary_footer(s)
         fig, ax = slide_figure()
         for tag, label in (("float", "float twin (ReLU, fp32)"), ("bnn", "BNN (±1 weights and activations)")):
             pts = [(m["epoch"], 100 - m["test_top1"]) for m in run["metrics"] if m["tag"] == tag]
@@ -105,7 +109,7 @@ def build(out_dir: Path | None = None) -> dict[str, Path]:
         equation_map=EQUATION_MAP,
         tables=[("Test error: ours vs the paper", acc_csv[0], acc_csv[1:]),
                 ("Size of the real artifact", size_header, size_rows)],
-        figures=figures, footer=footer_text(last["preset"], last["dataset"], last["commit"], dirty=last["dirty"]))
+        figures=figures, footer=summary_footer(last))
     if default_out:
         update_readme_block(README, "results", f"{md_acc}\n\n{md_size}")
     return written

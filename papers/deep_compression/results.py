@@ -14,13 +14,21 @@ from pathlib import Path
 
 from matplotlib.ticker import ScalarFormatter
 
-from common.report import (build_deck, comparison_table, footer_text, markdown_table, save_figure, slide_figure,
-                           update_readme_block)
+from common.errors import NnqError
+from common.report import (
+    build_deck,
+    comparison_table,
+    markdown_table,
+    save_figure,
+    slide_figure,
+    summary_footer,
+    update_readme_block,
+)
 from common.runs import approve, load_approved, results_cli, results_dir
 from common.runs import run_missing as common_run_missing
 from papers.deep_compression import sweeps
 from papers.deep_compression.config import PRESETS
-from papers.deep_compression.paper_numbers import (LENET300_LAYERS, LENET300_REF, STAGE_RATES, SUMMARY)
+from papers.deep_compression.paper_numbers import LENET300_LAYERS, LENET300_REF, STAGE_RATES, SUMMARY
 from papers.deep_compression.train import main
 
 PAPER = "deep_compression"
@@ -64,8 +72,6 @@ def _setting(run: dict) -> str:
     return f"{s['dataset']}, {c['arch']} ({s['preset']} preset, seed {c['seed']})"
 
 
-def _footer(s: dict) -> str:
-    return footer_text(s["preset"], s["dataset"], s["commit"], dirty=s["dirty"])
 
 
 def run_missing(grid=GRID) -> None:
@@ -138,7 +144,7 @@ def histogram_figure(run: dict, out: Path) -> Path:
     axes[2].set(title=f"shared, {len(h['shared_centroids'])} centroids", xlabel="weight")
     fig.suptitle(f"Weights of layer {h['layer']} ({run['config']['arch']}, {run['summary']['preset']})")
     name = f"histograms_{run['summary']['preset']}_s{run['config']['seed']}"
-    png, _ = save_figure(fig, out, name, footer=_footer(run["summary"]))
+    png, _ = save_figure(fig, out, name, footer=summary_footer(run["summary"]))
     return png
 
 
@@ -158,7 +164,7 @@ def tradeoff_figure(run: dict, out: Path) -> Path:
     ax.axhline(0, color="gray", lw=1)
     ax.legend()
     name = f"tradeoff_{run['summary']['preset']}"
-    png, _ = save_figure(fig, out, name, footer=_footer(run["summary"]))
+    png, _ = save_figure(fig, out, name, footer=summary_footer(run["summary"]))
     return png
 
 
@@ -177,7 +183,7 @@ def init_figure(run: dict, out: Path) -> tuple[Path, list[str], list[list]]:
            title=f"Centroid init (Fig. 5 experiment): {run['config']['arch']}, {run['summary']['preset']} preset")
     ax.legend(ncols=2)
     name = f"init_{run['summary']['preset']}"
-    png, _ = save_figure(fig, out, name, footer=_footer(run["summary"]))
+    png, _ = save_figure(fig, out, name, footer=summary_footer(run["summary"]))
     header = ["Init", *[f"{b} bits" for b in sorted({r["bits"] for r in study["rows"]})]]
     table = [[init, *[next(r["error"] for r in study["rows"] if r["init"] == init and r["bits"] == b)
                       for b in sorted({r["bits"] for r in study["rows"]})]] for init in inits]
@@ -189,7 +195,8 @@ def build(out_dir: Path | None = None) -> dict[str, Path]:
     runs = load_approved(PAPER)
     train_runs = _training_runs(runs)
     if not train_runs:
-        raise SystemExit("no approved runs in papers/deep_compression/results/runs; run with --run first")
+        raise NnqError("no approved training runs in papers/deep_compression/results/runs; "
+                       "make them with `python -m papers.deep_compression.results --run`")
     default_out = out_dir is None
     out = Path(out_dir) if out_dir else results_dir(PAPER)
     written: dict[str, Path] = {}
@@ -230,7 +237,7 @@ def build(out_dir: Path | None = None) -> dict[str, Path]:
     written["deck"] = build_deck(
         out / "deep_compression_deck.pptx", title="Deep Compression",
         subtitle="Han, Mao, Dally — ICLR 2016 (pruning: Han, Pool, Tran, Dally — NeurIPS 2015)", idea=IDEA,
-        equation_map=EQUATION_MAP, tables=tables, figures=figures, footer=_footer(last))
+        equation_map=EQUATION_MAP, tables=tables, figures=figures, footer=summary_footer(last))
     if default_out:
         block = f"{md_stages}\n\n" + "\n\n".join(md_layers)
         if md_init:

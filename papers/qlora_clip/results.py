@@ -13,8 +13,15 @@ from pathlib import Path
 
 import numpy as np
 
-from common.report import (build_deck, comparison_table, footer_text, markdown_table, save_figure, slide_figure,
-                           update_readme_block)
+from common.report import (
+    build_deck,
+    comparison_table,
+    markdown_table,
+    save_figure,
+    slide_figure,
+    summary_footer,
+    update_readme_block,
+)
 from common.runs import load_approved, results_cli, results_dir
 from common.runs import run_missing as common_run_missing
 from papers.qlora_clip.config import PRESETS
@@ -52,10 +59,6 @@ def _variants(run: dict) -> list[dict]:
 def _datatypes(run: dict) -> dict:
     return json.loads((Path(run["dir"]) / "datatypes.json").read_text())["errors"]
 
-
-def _foot(run: dict) -> str:
-    s = run["summary"]
-    return footer_text(s["preset"], s["dataset"], s["commit"], dirty=s["dirty"])
 
 
 def run_missing(grid=GRID) -> None:
@@ -118,7 +121,7 @@ def datatype_figure(run: dict, out: Path) -> Path:
     ppl = ", ".join(f"{k} {v[0]}" for k, v in DATATYPE_PERPLEXITY.items())
     ax.text(0.01, 0.97, f"Paper, Table 2 (perplexity): {ppl}", transform=ax.transAxes, va="top", fontsize=13)
     ax.legend(loc="upper left", bbox_to_anchor=(0.0, 0.92))
-    png, _ = save_figure(fig, out, f"datatypes_{run['summary']['preset']}", footer=_foot(run))
+    png, _ = save_figure(fig, out, f"datatypes_{run['summary']['preset']}", footer=summary_footer(run["summary"]))
     return png
 
 
@@ -132,7 +135,7 @@ def memory_figure(run: dict, out: Path) -> Path:
     ax.set_xticks(x, [VARIANT_LABEL[r["variant"]].replace(", ", ",\n") for r in rows], fontsize=13)
     ax.set(ylabel="MB (from the tensors' storage)", title="Memory per variant")
     ax.legend()
-    png, _ = save_figure(fig, out, f"memory_{run['summary']['preset']}", footer=_foot(run))
+    png, _ = save_figure(fig, out, f"memory_{run['summary']['preset']}", footer=summary_footer(run["summary"]))
     return png
 
 
@@ -145,15 +148,13 @@ def curves_figure(run: dict, out: Path) -> Path:
     ax.set(xlabel="epoch (0 = before tuning)", ylabel="test top-1 (%)",
            title=f"Fine-tuning CLIP — {run['summary']['dataset']} ({run['summary']['preset']} preset)")
     ax.legend()
-    png, _ = save_figure(fig, out, f"curves_{run['summary']['preset']}", footer=_foot(run))
+    png, _ = save_figure(fig, out, f"curves_{run['summary']['preset']}", footer=summary_footer(run["summary"]))
     return png
 
 
 def build(out_dir: Path | None = None) -> dict[str, Path]:
     """Write figures, tables and the deck from the approved runs; return the paths written."""
-    runs = load_approved(PAPER)
-    if not runs:
-        raise SystemExit("no approved runs in papers/qlora_clip/results/runs; run with --run first")
+    runs = load_approved(PAPER, required=True)
     default_out = out_dir is None
     out = Path(out_dir) if out_dir else results_dir(PAPER)
     written: dict[str, Path] = {}
@@ -179,7 +180,7 @@ def build(out_dir: Path | None = None) -> dict[str, Path]:
         out / "qlora_clip_deck.pptx", title="QLoRA applied to CLIP",
         subtitle="Dettmers, Pagnoni, Holtzman, Zettlemoyer — NeurIPS 2023 (arXiv 2305.14314)", idea=IDEA,
         equation_map=EQUATION_MAP, tables=[("Ours vs the paper's claims", claims_csv[0], claims_csv[1:]), *tables],
-        figures=figures, footer=_foot(last))
+        figures=figures, footer=summary_footer(last["summary"]))
     if default_out:
         update_readme_block(README, "results", f"{md_claims}\n\n{md_variants}")
     return written

@@ -11,8 +11,16 @@ import csv
 import json
 from pathlib import Path
 
-from common.report import (build_deck, comparison_table, footer_text, markdown_table, save_figure, slide_figure,
-                           update_readme_block)
+from common.report import (
+    build_deck,
+    comparison_table,
+    footer_text,
+    markdown_table,
+    save_figure,
+    slide_figure,
+    summary_footer,
+    update_readme_block,
+)
 from common.runs import REPO_ROOT, load_approved, results_cli, results_dir
 from common.runs import run_missing as common_run_missing
 from papers.xnor.config import PRESETS
@@ -104,16 +112,14 @@ def _speed_figure(bench: dict, out: Path, foot: str) -> Path:
 
 def build(out_dir: Path | None = None) -> dict[str, Path]:
     """Write figures, tables and the deck from the approved runs; return the paths written."""
-    runs = load_approved(PAPER)
-    if not runs:
-        raise SystemExit("no approved runs in papers/xnor/results/runs; run with --run first")
+    runs = load_approved(PAPER, required=True)
     default_out = out_dir is None
     out = Path(out_dir) if out_dir else results_dir(PAPER)
     written: dict[str, Path] = {}
     figures = []
     for run in runs:
         s = run["summary"]
-        foot = footer_text(s["preset"], s["dataset"], s["commit"], dirty=s["dirty"])
+        foot = summary_footer(s)
         fig, ax = slide_figure()
         for tag, label in (("float", "float twin (fp32)"), ("bwn", "BWN (binary weights)"),
                            ("xnor", "XNOR-Net (binary weights and inputs)")):
@@ -168,7 +174,7 @@ def build(out_dir: Path | None = None) -> dict[str, Path]:
         out / "xnor_deck.pptx", title="XNOR-Net and Binary-Weight-Networks",
         subtitle="Rastegari, Ordonez, Redmon, Farhadi — ECCV 2016", idea=IDEA, equation_map=EQUATION_MAP,
         tables=tables, figures=figures,
-        footer=footer_text(last["preset"], last["dataset"], last["commit"], dirty=last["dirty"]))
+        footer=summary_footer(last))
     if default_out:
         block = f"{md_acc}\n\n{md_mem}" + (f"\n\nMeasured speed ({BENCH.name}):\n\n{md_speed}" if md_speed else "")
         update_readme_block(README, "results", block)
