@@ -101,6 +101,42 @@ def variants_table(run: dict) -> tuple[list[str], list[list]]:
     return header, rows
 
 
+def _one_run_per_base(runs: list[dict]) -> list[dict]:
+    """For each base model (summary "pretrained"), its newest run, preferring one with weight statistics."""
+    best: dict[str, dict] = {}
+    for run in runs:
+        has_stats = "weight_shape" in json.loads((Path(run["dir"]) / "datatypes.json").read_text())
+        key = str(run["summary"].get("pretrained"))
+        if key not in best or has_stats or not best[key]["_stats"]:
+            best[key] = {**run, "_stats": has_stats}
+    return list(best.values())
+
+
+def datatype_table(run: dict) -> tuple[list[str], list[list]]:
+    """Data-type error per weight group with its shape statistics, the order found, and the paper's order."""
+    raw = json.loads((Path(run["dir"]) / "datatypes.json").read_text())
+    dt, shape = raw["errors"], raw.get("weight_shape", {})
+    header = ["Weights", "Excess kurtosis", "mean |w|/absmax", *(f"{label} error" for _, label in DTYPES),
+              "Order (best first)", "NF4 < FP4 < Int4"]
+    names = {"image tower": "image tower (ours, 1 epoch)", "text tower": "text tower (MiniLM, pretrained)",
+             "N(0,1)": "N(0, 1) samples (MSE)"}
+    rows = []
+    for group in ("image tower", "text tower", "N(0,1)"):
+        if group not in dt:
+            continue
+        err = {qt: dt[group][qt].get("rel_mse", dt[group][qt].get("mse")) for qt, _ in DTYPES}
+        order = sorted(err, key=err.get)
+        st = shape.get(group, {})
+        rows.append([names[group], round(st["excess_kurtosis"], 2) if st else "—",
+                     round(st["mean_abs_over_absmax"], 3) if st else "—", *(f"{err[qt]:.5f}" for qt, _ in DTYPES),
+                     " < ".join(dict(DTYPES)[q].split(" ")[0] for q in order),
+                     "yes" if order == ["nf4", "fp4", "int4"] else "no"])
+    ppl = {k: v[0] for k, v in DATATYPE_PERPLEXITY.items()}
+    rows.append(["Paper, Table 2: LLM perplexity, not weight error", "—", "—", ppl["NFloat4 + DQ"],
+                 f"{ppl['Float4 (E2M1)']} (E2M1)", ppl["Int4"], "NF4 < FP4 < Int4", "yes"])
+    return header, rows
+
+
 def datatype_figure(run: dict, out: Path) -> Path:
     dt = _datatypes(run)
     groups = [g for g in ("image tower", "text tower", "N(0,1)") if g in dt]
@@ -169,6 +205,12 @@ def build(out_dir: Path | None = None) -> dict[str, Path]:
         tables.append((f"Variants on the same budget — {preset} preset, {run['summary']['dataset']}", header, rows))
         md_blocks.append(f"**{preset} preset, {run['summary']['dataset']}**\n\n{markdown_table(header, rows)}")
         claims += claim_rows(run)
+    for run in _one_run_per_base(runs):  # the data types depend on the base model only, not on the preset
+        dt_header, dt_rows = datatype_table(run)
+        tables.append(("4-bit data types on the base model's weights", dt_header, dt_rows))
+        md_blocks.append(f"**4-bit data types, block 64 + DQ, on the base model's weights (from the "
+                         f"{run['summary']['preset']} run; relative MSE for weights)**\n\n"
+                         f"{markdown_table(dt_header, dt_rows)}")
     md_claims = comparison_table(claims, out, "claims")
     with open(out / "claims.csv", newline="") as f:
         claims_csv = list(csv.reader(f))

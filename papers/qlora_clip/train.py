@@ -122,6 +122,29 @@ def datatype_errors(float_clf: nn.Module, groups: dict[str, list[str]], seed: in
     return out
 
 
+@torch.no_grad()
+def weight_shape_stats(float_clf: nn.Module, groups: dict[str, list[str]]) -> dict:
+    """How Gaussian each group's weights are, which decides the data-type order (Sec. 3: NF4 assumes N(0, sigma)).
+
+    Per group, averaged over its layers weighted by size: the excess kurtosis (uniform -1.2, normal 0, heavy
+    tails > 0) and the mean of |w| / absmax within blocks of 64 (uniform ~0.49, normal ~0.33).
+    """
+    out = {}
+    for group, names in groups.items():
+        weights = [float_clf.get_submodule(n).weight.detach().double().flatten() for n in names]
+        if not weights:
+            continue
+        n_all = sum(w.numel() for w in weights)
+        kurt = mean_abs = 0.0
+        for w in weights:
+            z = (w - w.mean()) / w.std()
+            kurt += (z.pow(4).mean().item() - 3) * w.numel()
+            blocks = F.pad(w, (0, -w.numel() % nf4.BLOCKSIZE)).view(-1, nf4.BLOCKSIZE)
+            mean_abs += (blocks.abs() / blocks.abs().amax(1, keepdim=True).clamp_min(1e-30)).sum().item()
+        out[group] = {"excess_kurtosis": kurt / n_all, "mean_abs_over_absmax": mean_abs / n_all}
+    return out
+
+
 class _StepTimer(Callback):
     """Wall time of each optimizer step (forward + backward + update), for time per step."""
 
@@ -171,7 +194,9 @@ def main(cfg: Config, callbacks: Iterable[Callback] = ()) -> dict:
         image_names = lora.select_modules(float_clf, lora.IMAGE_TOWER_TARGETS)
         text_names = [n for n in lora.linear_names(float_clf) if n not in image_names and ".visual." not in n]
         dt = datatype_errors(float_clf, {"image tower": image_names, "text tower": text_names}, cfg.seed)
-        run.write_json("datatypes.json", {"blocksize": nf4.BLOCKSIZE, "double_quant": True, "errors": dt})
+        shape = weight_shape_stats(float_clf, {"image tower": image_names, "text tower": text_names})
+        run.write_json("datatypes.json", {"blocksize": nf4.BLOCKSIZE, "double_quant": True, "errors": dt,
+                                          "weight_shape": shape})
         # --resume continues with the variants that have no row yet (a variant is minutes long; a half-trained
         # one restarts). Per-epoch checkpoints of 4-bit models are not written: bitsandbytes' Params4bit
         # does not load back through torch.load(weights_only=True).
