@@ -8,7 +8,8 @@ estimated by XNOR and bit-counting operations").
 The C source is compiled on first use with the system C compiler (``$CC``, else ``cc``) and
 ``-O3 -march=native -fopenmp`` into ``$NNQ_CACHE_DIR/xnor`` (else ``~/.cache/nnq/xnor``), keyed
 by a hash of the source and flags, and loaded with ctypes. ``NNQ_XNOR_ISA`` = ``native`` (default),
-``avx2`` (AVX-512 switched off) or ``scalar`` (no AVX) picks the code path, for benchmarks;
+``avx2`` (``-march=x86-64-v3``: AVX2, no AVX-512) or ``scalar`` (``x86-64-v2``: ``popcnt``, no AVX) picks the code
+path, for benchmarks;
 ``NNQ_XNOR_BACKEND=torch`` forces the pure-PyTorch fallback, which computes the same integers
 (used automatically, with a one-line warning, when no compiler works).
 """
@@ -32,8 +33,9 @@ from common.errors import NnqError
 _SRC = Path(__file__).with_name("xnor_kernel.c")
 _ISA_FLAGS = {
     "native": ["-march=native"],
-    "avx2": ["-march=native", "-mno-avx512f"],
-    "scalar": ["-march=native", "-mno-avx", "-mno-avx2", "-mno-avx512f"],
+    # x86-64-v3 / -v2 are exactly what an AVX2-only / a pre-AVX machine has (no GFNI, VNNI, AVX-512 sneaking in)
+    "avx2": ["-march=x86-64-v3", "-mtune=native"],
+    "scalar": ["-march=x86-64-v2", "-mtune=native"],
 }
 _BASE_FLAGS = ["-O3", "-fopenmp", "-shared", "-fPIC", "-std=c11", "-ffp-contract=off"]
 _LIBS: dict[str, ctypes.CDLL | None] = {}

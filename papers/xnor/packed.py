@@ -229,6 +229,40 @@ def save_packed(model: nn.Module, path: str | Path) -> Path:
     return path
 
 
+def tensor_bytes(path: str | Path) -> dict[str, int]:
+    """Bytes each tensor occupies in the data section of a safetensors file, read from its header.
+
+    (The rest of the file is the JSON header: names, dtypes, shapes and our metadata.)
+    """
+    with open(path, "rb") as f:
+        n = int.from_bytes(f.read(8), "little")
+        header = json.loads(f.read(n))
+    return {k: v["data_offsets"][1] - v["data_offsets"][0] for k, v in header.items() if k != "__metadata__"}
+
+
+def binary_layer_bytes(packed_path: str | Path, fp32_path: str | Path) -> list[dict]:
+    """Per binarized layer of a packed artifact: its bytes on disk next to the fp32 file's.
+
+    Every byte is read from the two files' headers (nothing computed from a formula): the fp32
+    weight, the sign bits, alpha (one fp32 per output filter, counted) and the bias (fp32 in both
+    files, listed apart). ``ratio`` = fp32 weight / (sign bits + alpha); ``bound`` = 32 n / (n + 32) for
+    filters of n weights, the most any 1-bit format with a 32-bit alpha per filter can reach.
+    """
+    with safe_open(str(packed_path), framework="pt") as f:
+        layers = json.loads((f.metadata() or {})["layers"])
+    packed, fp32 = tensor_bytes(packed_path), tensor_bytes(fp32_path)
+    rows = []
+    for name, spec in layers.items():
+        shape = spec["shape"]
+        n = math.prod(shape[1:])  # weights per output filter
+        sign, alpha = packed[f"{name}.weight.bits"], packed[f"{name}.alpha"]
+        rows.append({"layer": name, "kind": spec["kind"], "shape": shape, "filter_weights": n,
+                     "fp32_weight_bytes": fp32[f"{name}.weight"], "sign_bytes": sign, "alpha_bytes": alpha,
+                     "bias_bytes": packed.get(f"{name}.bias", 0),
+                     "ratio": fp32[f"{name}.weight"] / (sign + alpha), "bound": 32 * n / (n + 32)})
+    return rows
+
+
 @torch.no_grad()
 def load_packed(path: str | Path, model: nn.Module) -> nn.Module:
     """Build the packed model from ``path`` into a copy of ``model`` (the simulated architecture).

@@ -1,7 +1,7 @@
 """Figures, tables and deck of the XNOR-Net package from its approved runs and the kernel benchmark.
 
-``python -m papers.xnor.results`` rebuilds everything from ``papers/xnor/results/runs/`` and
-``benchmarks/results/xnor_gemm.json`` (no training); ``--run`` first trains and approves the presets of
+``python -m papers.xnor.results`` rebuilds everything from ``papers/xnor/results/runs/``,
+``benchmarks/results/xnor_gemm.json`` and ``benchmarks/results/xnor_size.json`` (no training); ``--run`` first trains and approves the presets of
 the grid that have no approved run; ``--out-dir DIR`` writes elsewhere than ``papers/xnor/results/``.
 """
 
@@ -31,6 +31,7 @@ PAPER = "xnor"
 GRID = ("quick", "mnist_lenet5")  # presets with approved runs; cifar10_resnet20 and paper need a GPU
 README = Path(__file__).with_name("README.md")
 BENCH = REPO_ROOT / "benchmarks" / "results" / "xnor_gemm.json"
+SIZES = REPO_ROOT / "benchmarks" / "results" / "xnor_size.json"
 
 IDEA = [
     "BWN: a real filter W is replaced by α·sign(W) with α = mean|W| — the closed-form least-squares optimum "
@@ -110,6 +111,26 @@ def _speed_figure(bench: dict, out: Path, foot: str) -> Path:
     return png
 
 
+def _size_tables(sizes: dict, out: Path) -> tuple[str, list, list]:
+    """Per-model memory table (sign bits and alpha apart, everything counted) and a per-layer file."""
+    header = ["Model", "Mode", "Binarized layers", "fp32 weights (B)", "Sign bits (B)", "α (B)",
+              "Ratio (sign bits + α)", "Ratio (sign bits only)", "Per-layer ratio", "Whole file fp32 (B)",
+              "Whole file packed (B)", "Whole-file ratio"]
+    rows = [[m["model"], m["mode"].upper(), m["binarized_layers"], m["fp32_weight_bytes"], m["sign_bytes"],
+             m["alpha_bytes"], f"{m['binarized_ratio']:.2f}×", f"{m['binarized_ratio_sign_bits_only']:.2f}×",
+             f"{m['layer_ratio_min']:.1f}–{m['layer_ratio_max']:.1f}×", m["fp32_file_bytes"], m["packed_file_bytes"],
+             f"{m['file_ratio']:.1f}×"] for m in sizes["models"]]
+    layer_header = ["Model", "Mode", "Layer", "Shape", "n (weights per filter)", "fp32 weight (B)", "Sign bits (B)",
+                    "α (B)", "Ratio", "Bound 32n/(n+32)"]
+    layer_rows = [[m["model"], m["mode"].upper(), r["layer"], "×".join(map(str, r["shape"])), r["filter_weights"],
+                   r["fp32_weight_bytes"], r["sign_bytes"], r["alpha_bytes"], f"{r['ratio']:.2f}×",
+                   f"{r['bound']:.2f}×"] for m in sizes["models"] for r in m["layers"]]
+    (out / "memory_layers.md").write_text(markdown_table(layer_header, layer_rows) + "\n")
+    with open(out / "memory_layers.csv", "w", newline="") as f:
+        csv.writer(f).writerows([layer_header] + layer_rows)
+    return markdown_table(header, rows), header, rows
+
+
 def build(out_dir: Path | None = None) -> dict[str, Path]:
     """Write figures, tables and the deck from the approved runs; return the paths written."""
     runs = load_approved(PAPER, required=True)
@@ -137,7 +158,7 @@ def build(out_dir: Path | None = None) -> dict[str, Path]:
     with open(out / "accuracy.csv", newline="") as f:
         acc_csv = list(csv.reader(f))
     mem_header = ["Preset", "Params", "fp32 file (B)", "XNOR packed file (B)", "Ratio (whole model)",
-                  "Binarized layers fp32 (B)", "Binarized layers packed (B)", "Ratio (binarized layers)"]
+                  "Binarized layers fp32 (B)", "Binarized layers sign bits + α (B)", "Ratio (binarized layers)"]
     mem_rows = [[r["summary"]["preset"], r["summary"]["params"],
                  r["summary"].get("fp32_size_bytes",
                                   round(r["summary"]["size_bytes"] * r["summary"]["compression_ratio"])),
@@ -146,12 +167,19 @@ def build(out_dir: Path | None = None) -> dict[str, Path]:
                  r["summary"]["binary_layers_packed_bytes"], f"{r['summary']['binary_layers_ratio']:.1f}×"]
                 for r in runs]
     md_mem = markdown_table(mem_header, mem_rows)
-    (out / "memory.md").write_text(md_mem + "\n")
+    md_sizes = ""
+    if SIZES.is_file():
+        md_sizes, size_header, size_rows = _size_tables(json.loads(SIZES.read_text()), out)
+        written["memory_layers"] = out / "memory_layers.md"
+    (out / "memory.md").write_text(md_mem + "\n" + (f"\n{md_sizes}\n" if md_sizes else ""))
     written["accuracy"], written["memory"] = out / "accuracy.md", out / "memory.md"
 
     last = runs[-1]["summary"]
-    tables = [("Top-1: ours vs the paper", acc_csv[0], acc_csv[1:]), ("Memory of the real artifact", mem_header,
+    tables = [("Top-1: ours vs the paper", acc_csv[0], acc_csv[1:]), ("Memory of the trained artifacts", mem_header,
                                                                        mem_rows)]
+    if md_sizes:
+        tables.append(("Memory per builder: sign bits and α apart, everything counted (xnor_size.json)",
+                       size_header, size_rows))
     md_speed = ""
     if BENCH.is_file():
         bench = json.loads(BENCH.read_text())
@@ -176,7 +204,11 @@ def build(out_dir: Path | None = None) -> dict[str, Path]:
         tables=tables, figures=figures,
         footer=summary_footer(last))
     if default_out:
-        block = f"{md_acc}\n\n{md_mem}" + (f"\n\nMeasured speed ({BENCH.name}):\n\n{md_speed}" if md_speed else "")
+        block = f"{md_acc}\n\nTrained artifacts (approved runs):\n\n{md_mem}"
+        if md_sizes:
+            block += (f"\n\nEvery builder, randomly initialised ({SIZES.name}; per layer: results/memory_layers.md):"
+                      f"\n\n{md_sizes}")
+        block += f"\n\nMeasured speed ({BENCH.name}):\n\n{md_speed}" if md_speed else ""
         update_readme_block(README, "results", block)
     return written
 

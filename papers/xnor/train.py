@@ -9,7 +9,6 @@ kernel, and evaluated: their test predictions must equal the simulated models' p
 
 from __future__ import annotations
 
-import math
 import re
 from typing import Iterable
 
@@ -26,7 +25,7 @@ from common.train import Callback, fit, seed_everything
 from papers.xnor import kernel
 from papers.xnor.config import PRESETS, Config
 from papers.xnor.models import build, init_from_float_
-from papers.xnor.packed import load_packed, save_packed
+from papers.xnor.packed import load_packed, save_packed, tensor_bytes
 from papers.xnor.xnor import binary_layers
 
 PAPER = "xnor"
@@ -75,11 +74,14 @@ def _packed_check(cfg: Config, model: nn.Module, data: DataBundle, run: Run, nam
                        f"{int((sim != real).sum())} test images; please report this")
     top1 = float((real == data.y_test.cpu()).float().mean() * 100)
     layers = binary_layers(model)
-    # the binarized layers alone: fp32 weights vs 1 bit per weight + one fp32 alpha per filter
+    # the binarized layers alone: fp32 weights vs the artifact's sign bits + alpha (one fp32 per filter)
     fp32_bytes = sum(m.weight.numel() * 4 for m in layers)
-    packed_bytes = sum(math.ceil(m.weight.numel() / 8) + 4 * m.weight.shape[0] for m in layers)
+    stored = tensor_bytes(artifact)
+    sign_bytes = sum(v for k, v in stored.items() if k.endswith(".weight.bits"))
+    alpha_bytes = sum(v for k, v in stored.items() if k.endswith(".alpha"))
     return {"artifact": artifact, "size": file_size(artifact), "same": same, "top1": round(top1, 4),
-            "layers_fp32": fp32_bytes, "layers_packed": packed_bytes}
+            "layers_fp32": fp32_bytes, "layers_packed": sign_bytes + alpha_bytes, "sign_bytes": sign_bytes,
+            "alpha_bytes": alpha_bytes}
 
 
 def main(cfg: Config, callbacks: Iterable[Callback] = ()) -> dict:
@@ -120,6 +122,7 @@ def main(cfg: Config, callbacks: Iterable[Callback] = ()) -> dict:
             "epochs": cfg.epochs, "arch": cfg.arch, "artifact": chk["artifact"].name,
             "packed_value": chk["top1"], "packed_reproduces_predictions": chk["same"],
             "binary_layers_fp32_bytes": chk["layers_fp32"], "binary_layers_packed_bytes": chk["layers_packed"],
+            "binary_layers_sign_bytes": chk["sign_bytes"], "binary_layers_alpha_bytes": chk["alpha_bytes"],
             "binary_layers_ratio": round(chk["layers_fp32"] / chk["layers_packed"], 2),
             "kernel_backend": kernel.backend_name(), **bwn_fields,
         })

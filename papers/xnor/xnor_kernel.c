@@ -8,8 +8,8 @@
  * GEMM layout: A is row-major [M, Kw] (broadcast side); B is stored in "panels" of NB rows,
  * k-major inside a panel: Bp[panel][k][lane], so one SIMD load gives word k of NB rows. The
  * micro-kernel keeps an MR x NR tile of per-lane popcount accumulators in registers.
- * Three code paths, chosen at compile time: AVX-512 VPOPCNTDQ, AVX2 (nibble-LUT popcount with
- * byte accumulators), scalar popcnt.
+ * Three code paths, chosen at compile time: AVX-512 VPOPCNTDQ, AVX2 (Harley-Seal carry-save adders
+ * over 8 words + nibble-LUT popcount with byte accumulators), scalar popcnt.
  *
  * Entry points: xnor_gemm (packed rows x packed rows -> int32 dot products), xnor_conv2d_f32 (a
  * whole XNOR convolution: sign bits of an NCHW float input, implicit GEMM over packed patches,
@@ -33,11 +33,12 @@
 #define MR 4
 #define NR 4
 #elif defined(__AVX2__)
-/* A Harley-Seal carry-save variant (7 CSAs per 8 words, one LUT popcount) measured no faster here
- * (23.7 vs 22.7 ms for the 1024x1024x4096-bit GEMM, 1 thread), so the plain LUT kernel stays. */
-#define XNOR_ISA "avx2-lut"
+/* Harley-Seal micro-kernel, 1 row x 2 panels (8 columns): measured against 3x2 / 2x1 / 2x2 / 4x1 tiles,
+ * the plain nibble-LUT kernel, a nibble-table GEMM (one vpshufb per 128 bit pairs) and scalar popcnt
+ * mixed in; see the README ("Speed, honestly"). */
+#define XNOR_ISA "avx2-harley-seal"
 #define NB 4
-#define MR 3
+#define MR 1
 #define NR 2
 #else
 #define XNOR_ISA "scalar-popcnt"
@@ -266,41 +267,72 @@ static void micro_tile(const uint64_t *A, const uint64_t *Bp, int32_t *C, const 
     for (int i = 0; i < MR; i++)
         for (int j = 0; j < NR; j++) _mm512_storeu_si512((void *)(&cnt[i][j * NB]), acc[i][j]);
 #elif defined(__AVX2__)
+    /* Harley-Seal (carry-save) accumulation: per accumulator, a tree of 7 carry-save adders (CSA: 5
+     * logic ops) turns 8 XOR vectors into one vector of weight 8 plus the carried ones/twos/fours, and
+     * only that vector goes through the nibble-LUT popcount (2 vpshufb), into byte counters flushed
+     * with vpsadbw every 31 blocks. The plain LUT kernel spends 2 vpshufb + 1 shift per vector, and
+     * this core issues one 256-bit vpshufb per cycle: that port, not the logic ops, was the limit. */
     const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,
                                          0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
-    const __m256i low = _mm256_set1_epi8(0x0f);
-    __m256i acc[MR][NR];
+    const __m256i low = _mm256_set1_epi8(0x0f), zero = _mm256_setzero_si256();
+#define POPB(v) _mm256_add_epi8(_mm256_shuffle_epi8(lut, _mm256_and_si256((v), low)), \
+                                _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_srli_epi16((v), 4), low)))
+#define CSA(h, l, a, b, c) do { const __m256i u_ = _mm256_xor_si256((a), (b)); \
+        (h) = _mm256_or_si256(_mm256_and_si256((a), (b)), _mm256_and_si256(u_, (c))); \
+        (l) = _mm256_xor_si256(u_, (c)); } while (0)
+#define DW(i, j, t) _mm256_xor_si256(_mm256_set1_epi64x((long long)arow[i][k + (t)]), \
+                                     _mm256_loadu_si256((const __m256i *)(bp + ((j) * Kw + k + (t)) * NB)))
+    __m256i ones[MR][NR], twos[MR][NR], fours[MR][NR], e8[MR][NR], acc[MR][NR];
+#pragma GCC unroll 8
     for (int i = 0; i < MR; i++)
-        for (int j = 0; j < NR; j++) acc[i][j] = _mm256_setzero_si256();
+#pragma GCC unroll 8
+        for (int j = 0; j < NR; j++) ones[i][j] = twos[i][j] = fours[i][j] = e8[i][j] = acc[i][j] = zero;
     int64_t k = 0;
-    while (k < Kw) {
-        /* byte counters hold at most 8 per step: flush into 64-bit lanes every 31 steps */
-        const int64_t kend = k + 31 < Kw ? k + 31 : Kw;
-        __m256i bytes[MR][NR];
+    int blocks = 0;
+    for (; k + 8 <= Kw; k += 8) {
 #pragma GCC unroll 8
         for (int i = 0; i < MR; i++)
 #pragma GCC unroll 8
-            for (int j = 0; j < NR; j++) bytes[i][j] = _mm256_setzero_si256();
-        for (; k < kend; k++) {
-            __m256i b[NR];
+            for (int j = 0; j < NR; j++) {
+                __m256i ta, tb, fa, fb, e;
+                CSA(ta, ones[i][j], ones[i][j], DW(i, j, 0), DW(i, j, 1));
+                CSA(tb, ones[i][j], ones[i][j], DW(i, j, 2), DW(i, j, 3));
+                CSA(fa, twos[i][j], twos[i][j], ta, tb);
+                CSA(ta, ones[i][j], ones[i][j], DW(i, j, 4), DW(i, j, 5));
+                CSA(tb, ones[i][j], ones[i][j], DW(i, j, 6), DW(i, j, 7));
+                CSA(fb, twos[i][j], twos[i][j], ta, tb);
+                CSA(e, fours[i][j], fours[i][j], fa, fb);
+                e8[i][j] = _mm256_add_epi8(e8[i][j], POPB(e));
+            }
+        if (++blocks == 31) { /* byte counters hold at most 8 per block */
+            blocks = 0;
 #pragma GCC unroll 8
-            for (int j = 0; j < NR; j++) b[j] = _mm256_loadu_si256((const __m256i *)(bp + (j * Kw + k) * NB));
-#pragma GCC unroll 8
-            for (int i = 0; i < MR; i++) {
-                const __m256i a = _mm256_set1_epi64x((long long)arow[i][k]);
+            for (int i = 0; i < MR; i++)
 #pragma GCC unroll 8
                 for (int j = 0; j < NR; j++) {
-                    const __m256i v = _mm256_xor_si256(a, b[j]);
-                    const __m256i lo = _mm256_shuffle_epi8(lut, _mm256_and_si256(v, low));
-                    const __m256i hi = _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_srli_epi16(v, 4), low));
-                    bytes[i][j] = _mm256_add_epi8(bytes[i][j], _mm256_add_epi8(lo, hi));
+                    acc[i][j] = _mm256_add_epi64(acc[i][j], _mm256_sad_epu8(e8[i][j], zero));
+                    e8[i][j] = zero;
                 }
-            }
         }
-        for (int i = 0; i < MR; i++)
-            for (int j = 0; j < NR; j++)
-                acc[i][j] = _mm256_add_epi64(acc[i][j], _mm256_sad_epu8(bytes[i][j], _mm256_setzero_si256()));
     }
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; i++)
+#pragma GCC unroll 8
+        for (int j = 0; j < NR; j++) {
+            /* weights: eights 8, fours 4, twos 2, ones 1 (each byte sum <= 8 + 16 + 32 + 56) */
+            __m256i fin = _mm256_add_epi8(POPB(ones[i][j]), _mm256_slli_epi16(POPB(twos[i][j]), 1));
+            fin = _mm256_add_epi8(fin, _mm256_slli_epi16(POPB(fours[i][j]), 2));
+            for (int64_t kk = k; kk < Kw; kk++) { /* the last Kw % 8 words: <= 7 * 8 more per byte */
+                const __m256i v = _mm256_xor_si256(_mm256_set1_epi64x((long long)arow[i][kk]),
+                                                   _mm256_loadu_si256((const __m256i *)(bp + (j * Kw + kk) * NB)));
+                fin = _mm256_add_epi8(fin, POPB(v));
+            }
+            acc[i][j] = _mm256_add_epi64(_mm256_slli_epi64(_mm256_add_epi64(acc[i][j], _mm256_sad_epu8(e8[i][j], zero)), 3),
+                                         _mm256_sad_epu8(fin, zero));
+        }
+#undef POPB
+#undef CSA
+#undef DW
     for (int i = 0; i < MR; i++)
         for (int j = 0; j < NR; j++) _mm256_storeu_si256((__m256i *)(&cnt[i][j * NB]), acc[i][j]);
 #else

@@ -9,7 +9,7 @@ from torch import nn
 from common.errors import NnqError
 from papers.xnor import kernel
 from papers.xnor.models import build
-from papers.xnor.packed import PackedXnorConv2d, convert_to_packed, load_packed, save_packed
+from papers.xnor.packed import PackedXnorConv2d, binary_layer_bytes, convert_to_packed, load_packed, save_packed
 from papers.xnor.xnor import (BwnConv2d, BwnLinear, XnorConv2d, XnorLinear, binarize, binarize_model_, bwn_alpha,
                               input_beta, scaling_map_k, sign_ste)
 
@@ -102,7 +102,9 @@ def test_without_a_compiler_a_warning_and_the_fallback(monkeypatch, tmp_path):
     assert torch.equal(out.float(), F.conv2d(binarize(x), wpm, padding=1))
 
 
-@pytest.mark.parametrize("m,n,bits", [(1, 1, 1), (5, 7, 63), (33, 17, 64), (13, 40, 700), (64, 100, 4096)])
+# 16700 bits = 261 words: full Harley-Seal blocks, the byte-counter flush (every 31 blocks) and a tail
+@pytest.mark.parametrize("m,n,bits", [(1, 1, 1), (5, 7, 63), (33, 17, 64), (13, 40, 700), (64, 100, 4096),
+                                      (3, 9, 16700)])
 def test_binary_gemm_equals_float_matmul_of_pm1(m, n, bits):
     a, bb = binarize(torch.randn(m, bits)), binarize(torch.randn(n, bits))
     c = kernel.binary_gemm(kernel.pack_bits(a), kernel.pack_bits(bb), bits)
@@ -180,3 +182,49 @@ def test_first_and_last_layers_stay_real_and_every_parameter_gets_a_gradient():
         for name, p in model.named_parameters():
             assert p.grad is not None and p.grad.abs().sum() > 0, name
     assert binarize_model_(nn.Sequential(nn.Linear(3, 3)), "xnor")[0].__class__ is nn.Linear
+
+
+def _fp32_and_packed(model: nn.Module, tmp_path):
+    fp32 = tmp_path / "fp32.safetensors"
+    save_file({k: v.detach().float().contiguous() if v.is_floating_point() else v.contiguous()
+               for k, v in model.state_dict().items()}, str(fp32))
+    return fp32, save_packed(model, tmp_path / "packed.safetensors")
+
+
+def test_alpha_is_on_disk_and_caps_short_filters_below_31x(tmp_path):
+    model = build("lenet5", "xnor", (1, 32, 32), 10).eval()
+    fp32, packed = _fp32_and_packed(model, tmp_path)
+    rows = binary_layer_bytes(packed, fp32)
+    assert [r["layer"] for r in rows] == ["convnet.c3", "convnet.c5", "fc.f6"]
+    for r in rows:
+        c_out, n = r["shape"][0], r["filter_weights"]
+        assert r["alpha_bytes"] == 4 * c_out and r["sign_bytes"] == -(-c_out * n // 8)  # alpha counted, 1 bit/weight
+        assert r["fp32_weight_bytes"] == 4 * c_out * n
+        assert r["ratio"] == pytest.approx(r["bound"], rel=1e-3) and r["ratio"] < 31  # 32n/(n+32) < 31 for n < 992
+
+
+def test_resnet18_binarized_layers_reach_31x_with_alpha_counted(tmp_path):
+    model = build("resnet18", "xnor", (3, 224, 224), 1000).eval()
+    fp32, packed = _fp32_and_packed(model, tmp_path)
+    rows = binary_layer_bytes(packed, fp32)
+    assert len(rows) == 16 and all(r["alpha_bytes"] > 0 for r in rows)
+    fp32_bytes = sum(r["fp32_weight_bytes"] for r in rows)
+    assert fp32_bytes / sum(r["sign_bytes"] + r["alpha_bytes"] for r in rows) >= 31
+
+
+def test_folding_alpha_into_the_next_batchnorm_is_not_bit_exact():
+    # alpha > 0 per channel commutes with the BN that follows in real arithmetic (gamma' = gamma alpha,
+    # mu' = mu / alpha), but float32 rounds ((c alpha) K - mu) gamma/sigma and (c K - mu/alpha) (gamma alpha)/sigma
+    # differently: folding would break the packed == simulated bit-identity, so the artifact keeps alpha.
+    torch.manual_seed(0)
+    conv, bn = XnorConv2d(16, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8).eval()
+    bn.running_mean.uniform_(-1, 1), bn.running_var.uniform_(0.5, 2), bn.weight.data.uniform_(0.5, 2)
+    x = torch.randn(4, 16, 8, 8)
+    alpha = bwn_alpha(conv.weight)
+    with torch.no_grad():
+        ref = bn(conv(x))
+        counts = F.conv2d(binarize(x), binarize(conv.weight), padding=1)
+        z = counts * scaling_map_k(x, (3, 3), (1, 1), (1, 1))
+        folded = F.batch_norm(z, bn.running_mean / alpha, bn.running_var, bn.weight * alpha, bn.bias, eps=bn.eps)
+    assert torch.allclose(folded, ref, rtol=1e-4, atol=1e-5)
+    assert not torch.equal(folded, ref)
