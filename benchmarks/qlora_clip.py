@@ -11,6 +11,7 @@ Writes benchmarks/results/qlora_clip_<preset>.json; approve the run folder it na
 
     NNQ_DATA_DIR=/path/to/data python -m benchmarks.qlora_clip [--preset mnist] [--threads 2] [extra train flags]
     python -m benchmarks.qlora_clip --from-run RUN_DIR     # record a finished run instead
+    python -m common.clip pretrain --threads 1 --out-dir DIR && python -m benchmarks.qlora_clip --from-pretraining DIR
 """
 
 from __future__ import annotations
@@ -57,7 +58,21 @@ def run() -> None:
     ap.add_argument("--preset", default="mnist", help="train preset (mnist, quick)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--from-run", type=Path, default=None, help="record this finished run instead of training")
+    ap.add_argument("--from-pretraining", type=Path, default=None,
+                    help="record the minutes of a small-CLIP pretraining saved with `python -m common.clip pretrain "
+                         "--out-dir DIR` (-> qlora_clip_pretrain.json)")
     args, rest = ap.parse_known_args()
+    if args.from_pretraining is not None:
+        info = json.loads((args.from_pretraining / "config.json").read_text())["info"]
+        path = write_result("qlora_clip_pretrain", {
+            "what": "one-epoch contrastive pretraining of the small CLIP on CIFAR-10 (JPEG q75), the quick preset's "
+                    "cached base (built once per machine)",
+            "train_minutes": round(info["train_time_s"] / 60, 2), "threads": info["pretraining"]["threads"],
+            "zero_shot_top1": info["zero_shot_top1"], "zero_shot_n_test": info["zero_shot_n_test"],
+            "settings": info["pretraining"], "folder": str(args.from_pretraining),
+            "load_average_1_5_15_when_recorded": os.getloadavg()})
+        print(f"-> {path}")
+        return
     torch.set_num_threads(args.threads)
     wall = None
     if args.from_run is None:

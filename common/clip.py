@@ -457,7 +457,7 @@ def ensure_pretrained(data_dir: str | None = None, cfg: PretrainConfig = QUICK_P
     found = cached_pretraining(cfg.key())
     if found is not None:
         return _load_saved(found)
-    log(f"no cached small CLIP {cfg.key()} in {cache_root()}: pretraining it once (~10 min on 2 cores)")
+    log(f"no cached small CLIP {cfg.key()} in {cache_root()}: pretraining it once (one CIFAR-10 epoch, minutes on a CPU)")
     return pretrain(cfg, data_dir, log=log)
 
 
