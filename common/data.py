@@ -90,6 +90,25 @@ def data_root(data_dir: str | os.PathLike | None = None) -> Path:
     return Path(data_dir or os.environ.get("NNQ_DATA_DIR") or "data").expanduser()
 
 
+def find_weights(path: str | os.PathLike, weights_dir: str | os.PathLike | None = None,
+                 data_dir: str | os.PathLike | None = None) -> Path:
+    """A pretrained-weights file: ``path`` as given if it exists, else under ``weights_dir``, ``$NNQ_WEIGHTS_DIR``
+    or ``<data dir>/../weights`` (the study's shared layout), in that order.
+
+    Raises:
+        NnqError: found nowhere (the message says where it looked and how to point at it).
+    """
+    p = Path(path).expanduser()
+    if p.is_file():
+        return p
+    roots = [weights_dir, os.environ.get("NNQ_WEIGHTS_DIR"), data_root(data_dir) / ".." / "weights"]
+    for root in filter(None, roots):
+        if (Path(root) / p).is_file():
+            return Path(root) / p
+    raise NnqError(f"weights file {path} not found as given nor under {', '.join(str(r) for r in filter(None, roots))}; "
+                   "pass --weights-dir DIR (or set NNQ_WEIGHTS_DIR) to the folder holding it")
+
+
 def cache_root() -> Path:
     """The decode cache: ``$NNQ_CACHE_DIR``, else ``~/.cache/nnq``."""
     return Path(os.environ.get("NNQ_CACHE_DIR") or Path.home() / ".cache" / "nnq").expanduser()

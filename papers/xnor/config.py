@@ -27,7 +27,7 @@ class Config(BaseConfig):
     weight_decay: float = 0.0
     """Adam weight decay of the float twin (the binary nets use none, as the paper's code)."""
     init_from: str | None = None
-    """Optional float checkpoint (akamaster ResNet-CIFAR .th) whose matching tensors initialise all three nets."""
+    """Optional float checkpoint (akamaster ResNet-CIFAR .th) whose matching tensors initialise all three nets; a relative path is also looked up in $NNQ_WEIGHTS_DIR and <data dir>/../weights."""
     eval_packed_batch: int = 256
     """Batch size of the packed (XNOR-popcount) evaluation of the converted model."""
 
@@ -58,6 +58,11 @@ PRESETS: dict[str, Config] = {
     "cifar10_resnet20": Config(preset="cifar10_resnet20", dataset="cifar10_jpeg", arch="resnet20",
                                normalize="imagenet", epochs=100, bwn_epochs=100, baseline_epochs=100,
                                batch_size=128, lr=1e-3),
+    # ResNet-20 on our CIFAR-10 JPEG q75 copy on a CPU budget: all three nets start from the shared float
+    # weights; 1 epoch for the float twin, 3 for BWN, 6 for XNOR-Net (tens of minutes on one core).
+    "cifar10_resnet20_cpu": Config(preset="cifar10_resnet20_cpu", dataset="cifar10_jpeg", arch="resnet20",
+                                   normalize="imagenet", init_from="akamaster-pytorch_resnet_cifar10/resnet20-12fca82f.th",
+                                   baseline_epochs=1, bwn_epochs=3, epochs=6, batch_size=128, lr=1e-3),
     # The paper's ImageNet ResNet-18 (Sec. 4, Table 2): an ImageNet-style folder, GPU.
     "paper": Config(preset="paper", dataset="imagefolder:imagenet", arch="resnet18", normalize="imagenet",
                     resize=224, epochs=60, bwn_epochs=60, baseline_epochs=0, batch_size=256, lr=1e-3),

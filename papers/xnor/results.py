@@ -28,7 +28,7 @@ from papers.xnor.paper_numbers import CLAIMS, IMAGENET_ACCURACY
 from papers.xnor.train import main
 
 PAPER = "xnor"
-GRID = ("quick", "mnist_lenet5")  # presets with approved runs; cifar10_resnet20 and paper need a GPU
+GRID = ("quick", "mnist_lenet5", "cifar10_resnet20_cpu")  # presets with approved runs; cifar10_resnet20 and paper need a GPU
 README = Path(__file__).with_name("README.md")
 BENCH = REPO_ROOT / "benchmarks" / "results" / "xnor_gemm.json"
 SIZES = REPO_ROOT / "benchmarks" / "results" / "xnor_size.json"

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from common.cli import cli_main
-from common.data import DataBundle, load_dataset
+from common.data import DataBundle, find_weights, load_dataset
 from common.errors import NnqError
 from common.evaluate import count_params, file_size, fp32_size_bytes, model_bits, predictions
 from common.models import load_resnet_cifar
@@ -46,7 +46,7 @@ def _initialise(cfg: Config, model: nn.Module) -> None:
         depth = int(cfg.arch[6:]) if cfg.arch.startswith("resnet") and cfg.arch != "resnet18" else None
         if depth is None:
             raise NnqError(f"--init-from supports the CIFAR ResNets only, not {cfg.arch}")
-        init_from_float_(model, load_resnet_cifar(depth, cfg.init_from))
+        init_from_float_(model, load_resnet_cifar(depth, find_weights(cfg.init_from, data_dir=cfg.data_dir)))
 
 
 def _stage(cfg: Config, data: DataBundle, run: Run, mode: str, epochs: int, callbacks=()) -> tuple[nn.Module, dict]:
