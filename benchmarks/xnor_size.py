@@ -25,6 +25,7 @@ from papers.xnor.packed import binary_layer_bytes, save_packed
 MODELS = (
     ("SmallConvNet (quick, digits 8x8)", "smallconv", (1, 8, 8), 10),
     ("LeNet-5 (mnist_lenet5, 32x32)", "lenet5", (1, 32, 32), 10),
+    ("BNN-paper ConvNet (CIFAR-10)", "bnnconv", (3, 32, 32), 10),
     ("ResNet-20 (cifar10_resnet20)", "resnet20", (3, 32, 32), 10),
     ("ResNet-32 (CIFAR-10)", "resnet32", (3, 32, 32), 10),
     ("ResNet-44 (CIFAR-10)", "resnet44", (3, 32, 32), 10),

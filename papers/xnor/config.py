@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from common.cli import BaseConfig
 from common.errors import NnqError
 
-ARCHS = ("smallconv", "lenet5", "resnet20", "resnet32", "resnet44", "resnet56", "resnet18")
+ARCHS = ("smallconv", "lenet5", "bnnconv", "resnet20", "resnet32", "resnet44", "resnet56", "resnet18")
 
 
 @dataclass
@@ -15,7 +15,7 @@ class Config(BaseConfig):
     """Train a float twin, a Binary-Weight-Network and an XNOR-Net; save and check the packed artifacts."""
 
     arch: str = "smallconv"
-    """Network: smallconv (8x8 digits), lenet5 (32x32), resnet20/32/44/56 (CIFAR), resnet18 (ImageNet folders)."""
+    """Network: smallconv (8x8 digits), lenet5 (32x32), bnnconv (the BNN paper's CIFAR ConvNet), resnet20/32/44/56 (CIFAR), resnet18 (ImageNet folders)."""
     resize: int | None = None
     """Resize images to this square size when loading (lenet5 wants 32; None: keep)."""
     normalize: str = "default"

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from common.errors import NnqError
-from common.models import LeNet5, ResNetCifar
+from common.models import BnnConvNet, LeNet5, ResNetCifar
 from papers.xnor.xnor import XnorConv2d, XnorLinear, binarize_model_
 
 MODES = ("fp", "bwn", "xnor")
@@ -90,6 +90,39 @@ class XnorLeNet5(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # x: [B, C, 32, 32] -> [B, 120, 1, 1] -> [B, classes]
         return self.fc(self.convnet(x).flatten(1))
+
+
+class XnorBnnConvNet(nn.Module):
+    """The BNN paper's CIFAR-10 ConvNet (common.models.BnnConvNet: 2x128C3-MP2-2x256C3-MP2-2x512C3-MP2-2x1024FC)
+    in the XNOR block order; the first conv and the last FC stay real.
+
+    conv(c,128) BN ReLU | BN XnorConv(128,128) MP2 | BN XnorConv(128,256) | BN XnorConv(256,256) MP2 |
+    BN XnorConv(256,512) | BN XnorConv(512,512) MP2 | BN XnorFC(8192,1024) | BN XnorFC(1024,1024) | BN FC(1024,classes)
+    """
+
+    def __init__(self, in_channels: int = 3, num_classes: int = 10, image_size: int = 32):
+        super().__init__()
+        if image_size % 8:
+            raise NnqError(f"bnnconv needs an image size divisible by 8, got {image_size}")
+        layers: list[nn.Module] = [nn.Conv2d(in_channels, 128, 3, padding=1, bias=False), nn.BatchNorm2d(128),
+                                   nn.ReLU()]
+        c_in = 128
+        for c_out in (128, 256, 256, 512, 512):
+            layers += [nn.BatchNorm2d(c_in), XnorConv2d(c_in, c_out, 3, padding=1, bias=False)]
+            if c_out == c_in:  # the second conv of each pair halves the map
+                layers.append(nn.MaxPool2d(2))
+            c_in = c_out
+        self.features = nn.Sequential(*layers)
+        flat = 512 * (image_size // 8) ** 2
+        self.classifier = nn.Sequential(
+            nn.Flatten(), nn.BatchNorm1d(flat), XnorLinear(flat, 1024, bias=False),
+            nn.BatchNorm1d(1024), XnorLinear(1024, 1024, bias=False),
+            nn.BatchNorm1d(1024), nn.Linear(1024, num_classes),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # x: [B, C, S, S] -> [B, 512, S/8, S/8] -> [B, classes]
+        return self.classifier(self.features(x))
 
 
 def _shortcut_a(x: torch.Tensor, planes: int) -> torch.Tensor:
@@ -194,7 +227,8 @@ def init_from_float_(model: nn.Module, float_model: nn.Module) -> list[str]:
 
 
 def build(arch: str, mode: str, input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
-    """Build ``arch`` ("smallconv", "lenet5", "resnet20/32/44/56") in ``mode`` ("fp", "bwn", "xnor")."""
+    """Build ``arch`` ("smallconv", "lenet5", "bnnconv", "resnet20/32/44/56", "resnet18") in ``mode`` ("fp", "bwn",
+    "xnor")."""
     _check_mode(mode)
     c, h, w = input_shape
     if arch == "smallconv":
@@ -205,6 +239,11 @@ def build(arch: str, mode: str, input_shape: tuple[int, int, int], num_classes: 
         if mode == "xnor":
             return XnorLeNet5(c, num_classes)
         m = LeNet5(c, num_classes)
+        return binarize_model_(m, "bwn") if mode == "bwn" else m
+    if arch == "bnnconv":
+        if mode == "xnor":
+            return XnorBnnConvNet(c, num_classes, h)
+        m = BnnConvNet(c, num_classes, nn.ReLU, image_size=h)
         return binarize_model_(m, "bwn") if mode == "bwn" else m
     if arch in ("resnet20", "resnet32", "resnet44", "resnet56"):
         depth = int(arch[6:])
@@ -221,4 +260,4 @@ def build(arch: str, mode: str, input_shape: tuple[int, int, int], num_classes: 
         if c != 3:
             m.conv1 = nn.Conv2d(c, 64, 7, stride=2, padding=3, bias=False)
         return binarize_model_(m, "bwn") if mode == "bwn" else m
-    raise NnqError(f"unknown arch {arch!r}; known: smallconv, lenet5, resnet20/32/44/56, resnet18")
+    raise NnqError(f"unknown arch {arch!r}; known: smallconv, lenet5, bnnconv, resnet20/32/44/56, resnet18")

@@ -228,3 +228,19 @@ def test_folding_alpha_into_the_next_batchnorm_is_not_bit_exact():
         folded = F.batch_norm(z, bn.running_mean / alpha, bn.running_var, bn.weight * alpha, bn.bias, eps=bn.eps)
     assert torch.allclose(folded, ref, rtol=1e-4, atol=1e-5)
     assert not torch.equal(folded, ref)
+
+
+def test_bnn_paper_convnet_packed_equals_simulated_and_reaches_31x(tmp_path):
+    torch.manual_seed(0)
+    small = build("bnnconv", "xnor", (3, 8, 8), 10)
+    with torch.no_grad():
+        small(torch.randn(16, 3, 8, 8))  # non-trivial BN statistics
+    small.eval()
+    x = torch.randn(4, 3, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(convert_to_packed(small)(x), small(x))
+    # at CIFAR size every binarized filter has >= 1024 weights (>= 992 needed), so >= 31x with alpha counted
+    fp32, packed = _fp32_and_packed(build("bnnconv", "xnor", (3, 32, 32), 10).eval(), tmp_path)
+    rows = binary_layer_bytes(packed, fp32)
+    assert len(rows) == 7 and min(r["filter_weights"] for r in rows) == 1024
+    assert all(r["ratio"] >= 31 for r in rows)
