@@ -4,6 +4,8 @@
   "Gradient-based learning applied to document recognition", Proc. IEEE 1998).
 * :class:`LeNet5` — LeNet-5 (LeCun et al. 1998) in the ReLU/max-pool form whose state-dict keys match the
   shared csinva/gan-vae-pretrained-pytorch MNIST weights.
+* :class:`LeNet5Caffe` — Caffe's "LeNet" MNIST example (examples/mnist/lenet_train_test.prototxt), the 431K-parameter
+  LeNet-5 of Han, Mao, Dally, "Deep Compression", ICLR 2016, Table 3, and of Han et al. NeurIPS 2015, Table 1.
 * :class:`BnnConvNet` — the CIFAR-10 ConvNet of Courbariaux, Hubara, Soudry, El-Yaniv, Bengio,
   "Binarized Neural Networks", NeurIPS 2016 (arXiv 1602.02830), Sec. 2.6 / Table 1.
 * :class:`ResNetCifar` — the CIFAR ResNet-20/32/44/56 of He, Zhang, Ren, Sun, "Deep Residual Learning for
@@ -119,6 +121,33 @@ class LeNet5(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # x: [B, C, 32, 32] -> convnet -> [B, 120, 1, 1] -> [B, 120] -> [B, classes]
         return self.fc(self.convnet(x).flatten(1))
+
+
+class LeNet5Caffe(nn.Module):
+    """Caffe's MNIST "LeNet" (the Deep Compression / Han 2015 "LeNet-5"), 28x28 input, 431,080 parameters.
+
+    conv1 5x5 (20) -> max-pool 2 -> conv2 5x5 (50) -> max-pool 2 -> ip1 (500) -> ReLU -> ip2 (classes); as in
+    Caffe's ``examples/mnist/lenet_train_test.prototxt`` there is no nonlinearity after the convolutions. Child
+    names follow the prototxt (and the layer names of the Deep Compression paper's Table 3).
+    """
+
+    def __init__(self, in_channels: int = 1, num_classes: int = 10, image_size: int = 28):
+        super().__init__()
+        if (image_size - 4) % 2 or ((image_size - 4) // 2 - 4) % 2 or image_size < 16:
+            raise NnqError(f"LeNet5Caffe needs an image size like 28 (two 5x5 convs, two 2x2 pools), got {image_size}")
+        side = ((image_size - 4) // 2 - 4) // 2  # 28 -> 24 -> 12 -> 8 -> 4
+        self.conv1 = nn.Conv2d(in_channels, 20, 5)
+        self.pool1 = nn.MaxPool2d(2, 2)
+        self.conv2 = nn.Conv2d(20, 50, 5)
+        self.pool2 = nn.MaxPool2d(2, 2)
+        self.ip1 = nn.Linear(50 * side * side, 500)
+        self.relu1 = nn.ReLU()
+        self.ip2 = nn.Linear(500, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # x: [B, C, 28, 28] -> [B, 20, 12, 12] -> [B, 50, 4, 4] -> [B, 800] -> [B, 500] -> [B, classes]
+        x = self.pool2(self.conv2(self.pool1(self.conv1(x))))
+        return self.ip2(self.relu1(self.ip1(x.flatten(1))))
 
 
 class BnnConvNet(nn.Module):
@@ -332,7 +361,8 @@ def build_model(name: str, input_shape: Sequence[int], num_classes: int, **kw) -
     """Builds a float reference model by name for data of ``input_shape`` ``(C, H, W)``.
 
     Names: "mlp" (``hidden`` default (256, 256), other MLP keywords pass through), "lenet300", "lenet5"
-    (needs 32x32 input), "bnn_convnet" (``act``, ``out_bn``), "resnet20", "resnet32", "resnet44", "resnet56".
+    (needs 32x32 input), "lenet5_caffe" (28x28), "bnn_convnet" (``act``, ``out_bn``), "resnet20", "resnet32",
+    "resnet44", "resnet56".
 
     Raises:
         NnqError: unknown name or an input shape the model cannot take.
@@ -347,6 +377,10 @@ def build_model(name: str, input_shape: Sequence[int], num_classes: int, **kw) -
         if (h, w) != (32, 32):
             raise NnqError(f"lenet5 needs 32x32 inputs, got {h}x{w}; load the data with resize=32")
         return LeNet5(c, num_classes, **kw)
+    if name == "lenet5_caffe":
+        if h != w:
+            raise NnqError(f"lenet5_caffe needs square inputs (28x28 MNIST), got {h}x{w}")
+        return LeNet5Caffe(c, num_classes, image_size=h, **kw)
     if name == "bnn_convnet":
         if h != w:
             raise NnqError(f"bnn_convnet needs square inputs, got {h}x{w}; use resize=32")
@@ -356,4 +390,5 @@ def build_model(name: str, input_shape: Sequence[int], num_classes: int, **kw) -
     raise NnqError(f"unknown model {name!r}; known: {', '.join(MODEL_NAMES)}")
 
 
-MODEL_NAMES = ("mlp", "lenet300", "lenet5", "bnn_convnet", "resnet20", "resnet32", "resnet44", "resnet56")
+MODEL_NAMES = ("mlp", "lenet300", "lenet5", "lenet5_caffe", "bnn_convnet", "resnet20", "resnet32", "resnet44",
+               "resnet56")

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from common.data import crop_flip, iterate_batches, load_dataset, make_synthetic
+from common.data import crop_flip, find_weights, iterate_batches, load_dataset, make_synthetic
 from common.errors import NnqError
 
 
@@ -159,3 +159,20 @@ def test_imagefolder_decodes_in_class_order_and_caches(tmp_path, monkeypatch):
     assert torch.equal(a.x_train, b.x_train)
     with pytest.raises(NnqError, match="train/ and test/"):
         load_dataset(f"imagefolder:{tmp_path / 'nowhere'}")
+
+
+def test_find_weights_looks_in_the_weights_dir_then_beside_the_data_and_says_where_it_looked(tmp_path, monkeypatch):
+    rel = Path("lab") / "net.th"
+    monkeypatch.delenv("NNQ_WEIGHTS_DIR", raising=False)
+    (tmp_path / "weights" / "lab").mkdir(parents=True)
+    (tmp_path / "weights" / rel).write_bytes(b"x")
+    (tmp_path / "data").mkdir()
+    assert find_weights(rel, data_dir=tmp_path / "data").resolve() == (tmp_path / "weights" / rel).resolve()
+    other = tmp_path / "other"
+    (other / "lab").mkdir(parents=True)
+    (other / rel).write_bytes(b"y")
+    monkeypatch.setenv("NNQ_WEIGHTS_DIR", str(other))
+    assert find_weights(rel, data_dir=tmp_path / "data") == other / rel  # $NNQ_WEIGHTS_DIR before the data's
+    assert find_weights(tmp_path / "weights" / rel) == tmp_path / "weights" / rel  # an existing path as given
+    with pytest.raises(NnqError, match="--weights-dir"):
+        find_weights("lab/missing.th", data_dir=tmp_path / "data")

@@ -166,3 +166,18 @@ def test_resnet20_cifar10_jpeg_accuracy():
     assert data.label == "CIFAR-10 (JPEG q75)"
     acc = _accuracy(load_resnet_cifar(20, path), data.x_test, data.y_test)
     assert abs(acc - RESNET20_JPEG_ACC) <= 2.0, acc
+
+
+def test_lenet5_caffe_param_count_and_shape():
+    from common.models import LeNet5Caffe
+
+    m = build_model("lenet5_caffe", (1, 28, 28), 10)
+    assert isinstance(m, LeNet5Caffe)
+    # Caffe's MNIST LeNet: 20*25+20 + 50*20*25+50 + 800*500+500 + 500*10+10 (Deep Compression Table 3: 431K)
+    assert _n_params(m) == 431_080
+    layers = [n for n, x in m.named_modules() if isinstance(x, (nn.Conv2d, nn.Linear))]
+    assert layers == ["conv1", "conv2", "ip1", "ip2"]
+    assert m(torch.randn(3, 1, 28, 28)).shape == (3, 10)
+    assert not any(isinstance(x, nn.ReLU) for x in (m.conv1, m.pool1, m.conv2, m.pool2))  # no ReLU after convs
+    with pytest.raises(NnqError):
+        build_model("lenet5_caffe", (1, 28, 20), 10)

@@ -27,6 +27,8 @@ File layout (little endian; version 1) - also documented in README.md:
 
 A fixed-width stream uses ceil(log2 alphabet) bits per symbol. Positions are flat row-major
 indices into the weight tensor; see huffman.relative_indices for the gap symbols and fillers.
+Each record stores its own relative-index width: encode(width=None) gives every layer the width
+(AUTO_WIDTHS) whose coded position stream is smallest.
 The codebook is stored as fp32 so that decoding restores the fine-tuned centroids bit-exactly.
 """
 
@@ -54,6 +56,7 @@ MAGIC = b"NQDC"
 VERSION = 1
 DENSE, SHARED, SPARSE_FP32 = 0, 1, 2
 FIXED, HUFFMAN, CONSTANT = 0, 1, 2
+AUTO_WIDTHS = range(1, 11)  # relative-index widths tried by encode(width=None); 10 bits: a 512-byte code table
 _DTYPES = {0: torch.float32, 1: torch.float16, 2: torch.float64, 3: torch.int64, 4: torch.int32,
            5: torch.int16, 6: torch.int8, 7: torch.uint8, 8: torch.bool}
 _DTYPE_CODES = {v: k for k, v in _DTYPES.items()}
@@ -151,7 +154,33 @@ def _write_head(buf: io.BytesIO, kind: int, name: str, dtype: torch.dtype, shape
     buf.write(struct.pack(f"<{len(shape)}I", *shape))
 
 
-def encode(model: nn.Module, path: str | os.PathLike, *, width: int = 5, huffman: bool = True,
+def _position_stream(pos: np.ndarray, width: int | None, huffman: bool
+                     ) -> tuple[int, np.ndarray, bytes, StreamStats]:
+    """The relative positions of a layer's survivors as a coded stream.
+
+    Args:
+        pos: sorted flat positions of the survivors.
+        width: relative-index width; None tries every width of AUTO_WIDTHS and keeps the smallest stream.
+        huffman: Huffman-code the stream (else fixed width).
+
+    Returns:
+        (width, relative-index symbols, the stream's bytes, its statistics).
+    """
+    widths = [width] if width is not None else list(AUTO_WIDTHS)
+    best = None
+    for w in widths:
+        rel = relative_indices(pos, w).astype(np.int64)
+        trial = io.BytesIO()
+        st = _write_stream(trial, rel, 1 << w, huffman)
+        # DEVIATION: with width=None each layer gets the relative-index width whose coded stream is smallest
+        # (Sec. 2 bounds the width per layer type: 8 bits conv / 5 bits fc for AlexNet; Tables 2-3 use 5)
+        if best is None or trial.tell() < best[0]:
+            best = (trial.tell(), w, rel, trial.getvalue(), st)
+    _, w, rel, raw, st = best
+    return w, rel, raw, st
+
+
+def encode(model: nn.Module, path: str | os.PathLike, *, width: int | None = 5, huffman: bool = True,
            sparse_layers: tuple[str, ...] | list[str] = ()) -> EncodeStats:
     """Write `model` as a compressed file.
 
@@ -162,7 +191,8 @@ def encode(model: nn.Module, path: str | os.PathLike, *, width: int = 5, huffman
     Args:
         model: the pruned and/or shared model.
         path: where to write (atomically: a temporary file is renamed).
-        width: bits of the relative index (Sec. 2; 5 in Table 1-2 for LeNet).
+        width: bits of the relative index (Sec. 2; 5 in Tables 2-3 for LeNet); None: per layer, the width in
+            AUTO_WIDTHS whose position stream is smallest (stored in the layer's record).
         huffman: Huffman-code the streams (Sec. 4); False writes them fixed-width.
         sparse_layers: module names of pruned float layers.
 
@@ -189,27 +219,27 @@ def encode(model: nn.Module, path: str | os.PathLike, *, width: int = 5, huffman
         if cb.numel() > 65535:
             raise NnqError(f"layer {name!r} has {cb.numel()} centroids; the format stores at most 65535")
         pos = np.flatnonzero(mask)
-        rel = relative_indices(pos, width)
+        w, rel, pos_stream, s_pos = _position_stream(pos, width, huffman)
         _write_head(body, SHARED, name, torch.float32, tuple(m.idx.shape))
         body.write(struct.pack("<H", cb.numel()) + cb.numpy().astype("<f4").tobytes())
-        body.write(struct.pack("<BII", width, pos.size, rel.size))
+        body.write(struct.pack("<BII", w, pos.size, rel.size))
         s_idx = _write_stream(body, idx[pos].astype(np.int64), cb.numel(), huffman)
-        s_pos = _write_stream(body, rel.astype(np.int64), 1 << width, huffman)
+        body.write(pos_stream)
         stats.layers[name] = {"kind": "shared", "numel": int(mask.size), "n_weights": int(pos.size),
-                              "n_fillers": int(rel.size - pos.size), "k": int(cb.numel()),
+                              "n_fillers": int(rel.size - pos.size), "k": int(cb.numel()), "width": w,
                               "index": vars(s_idx), "position": vars(s_pos)}
         n_records += 1
     for name, m in sparse.items():
         w = m.weight.detach().float().cpu()
         flat = w.flatten().numpy()
         pos = np.flatnonzero(flat != 0)
-        rel = relative_indices(pos, width)
+        wd, rel, pos_stream, s_pos = _position_stream(pos, width, huffman)
         _write_head(body, SPARSE_FP32, name, torch.float32, tuple(w.shape))
-        body.write(struct.pack("<BII", width, pos.size, rel.size))
+        body.write(struct.pack("<BII", wd, pos.size, rel.size))
         body.write(flat[pos].astype("<f4").tobytes())
-        s_pos = _write_stream(body, rel.astype(np.int64), 1 << width, huffman)
+        body.write(pos_stream)
         stats.layers[name] = {"kind": "sparse_fp32", "numel": int(flat.size), "n_weights": int(pos.size),
-                              "n_fillers": int(rel.size - pos.size), "position": vars(s_pos)}
+                              "n_fillers": int(rel.size - pos.size), "width": wd, "position": vars(s_pos)}
         n_records += 1
     for key, t in dense.items():
         t = t.detach().cpu().contiguous()

@@ -28,15 +28,19 @@ from common.runs import approve, load_approved, results_cli, results_dir
 from common.runs import run_missing as common_run_missing
 from papers.deep_compression import sweeps
 from papers.deep_compression.config import PRESETS
-from papers.deep_compression.paper_numbers import LENET300_LAYERS, LENET300_REF, STAGE_RATES, SUMMARY
+from papers.deep_compression.paper_numbers import (LENET5_LAYERS, LENET5_REF, LENET300_LAYERS, LENET300_REF,
+                                                   STAGE_RATES, SUMMARY)
 from papers.deep_compression.train import main
 
 PAPER = "deep_compression"
-GRID = ("quick", "lenet300_mnist", "lenet300_mnist_long", "lenet5_mnist")  # cifar10_resnet20: no run here yet
+GRID = ("quick", "lenet300_mnist", "lenet5_mnist")  # cifar10_resnet20, paper: no run here yet
 SWEEP_PRESET = "quick"
 README = Path(__file__).with_name("README.md")
-NETWORK = {"lenet300": "LeNet-300-100", "lenet5": "LeNet-5"}
+NETWORK = {"lenet300": "LeNet-300-100", "lenet5_caffe": "LeNet-5"}  # the paper's networks (Table 1)
 LENET300_NAMES = {"1": "ip1", "3": "ip2", "5": "ip3"}  # our module names -> the paper's layer names
+# arch -> (our module name -> the paper's layer name, the paper's per-layer table, its reference)
+PAPER_LAYERS = {"lenet300": (LENET300_NAMES, LENET300_LAYERS, LENET300_REF),
+                "lenet5_caffe": ({n: n for n in LENET5_LAYERS}, LENET5_LAYERS, LENET5_REF)}
 
 IDEA = [
     "Prune: drop every connection below quality × the layer's weight std, retrain, iterate; "
@@ -103,29 +107,36 @@ def stage_rows(run: dict) -> list[dict]:
         {"setting": f"{base}: compressed size", "ours": round(st["huffman"]["size_bytes"] / 1000, 1),
          "paper": None if not summ else float(summ["size"].split()[0]), "ref": summ.get("ref"), "unit": "KB"},
     ]
-    if run["config"]["arch"] == "lenet5" and net:  # our LeNet-5 is not the paper's (README deviation 8)
-        rows[0]["note"] = "ours: 61.7K-param LeNet-5; paper: Caffe LeNet-5, 431K params"
-        rows[-1]["paper"] = rows[-1]["ref"] = None  # sizes of different networks are not comparable
+    gap = st.get("huffman_vs_entropy", {})  # Huffman payload over the order-0 entropy of its symbols, all layers
+    rows += [{"setting": f"{base}: Huffman over entropy, {what}", "ours": gap[key], "paper": None, "ref": None,
+              "unit": "%"} for key, what in (("index_gap_pct", "weight indices"),
+                                             ("position_gap_pct", "relative positions")) if key in gap]
     return rows
 
 
-def layer_rows(run: dict) -> tuple[list[str], list[list]]:
-    """Per-layer rows beside the paper's Table 2 (LeNet-300-100 only; other nets: ours alone)."""
+def layer_rows(run: dict) -> tuple[list[str], list[list], str | None]:
+    """Per-layer rows beside the paper's Table 2 (LeNet-300-100) or Table 3 (LeNet-5); other nets: ours alone.
+
+    Returns:
+        (header, rows, the paper's table they are compared with or None).
+    """
     header = ["Layer", "Weights", "Kept % (paper)", "Weight bits P+Q → P+Q+H (paper)",
-              "Index bits P+Q → P+Q+H (paper)", "Rate P+Q+H % (paper)"]
+              "Index bits P+Q → P+Q+H (paper)", "Rate P+Q+H % (paper)", "Huffman − entropy %: weights / index"]
     rows = []
-    lenet300 = run["config"]["arch"] == "lenet300" and run["summary"]["dataset"].upper().startswith("MNIST")
+    mnist = run["summary"]["dataset"].upper().startswith("MNIST")
+    names, table, ref = PAPER_LAYERS.get(run["config"]["arch"], ({}, {}, None)) if mnist else ({}, {}, None)
     for r in run["summary"]["stages"]["layers"]:
-        p = LENET300_LAYERS.get(LENET300_NAMES.get(r["layer"], ""), {}) if lenet300 else {}
-        ref = lambda key: f" ({p[key]})" if key in p else ""  # noqa: E731
+        p = table.get(names.get(r["layer"], ""), {})
+        ref1 = lambda key: f" ({p[key]})" if key in p else ""  # noqa: E731
         ref2 = lambda a, b: f" ({p[a]} → {p[b]})" if p else ""  # noqa: E731
+        width = f", {r['index_width_pqh']}-bit gaps" if "index_width_pqh" in r else ""
+        gaps = f"{r['weight_gap_pct']} / {r['index_gap_pct']}" if "index_gap_pct" in r else "—"
         rows.append([
-            LENET300_NAMES.get(r["layer"], r["layer"]) if lenet300 else r["layer"], r["weights"],
-            f"{r['weights_pct']}{ref('kept_pct')}",
+            names.get(r["layer"], r["layer"]), r["weights"], f"{r['weights_pct']}{ref1('kept_pct')}",
             f"{r['weight_bits_pq']} → {r['weight_bits_pqh']}{ref2('wbits_pq', 'wbits_pqh')}",
-            f"{r['index_bits_pq']} → {r['index_bits_pqh']}{ref2('ibits_pq', 'ibits_pqh')}",
-            f"{r['compress_rate_pqh_pct']}{ref('rate_pqh_pct')}"])
-    return header, rows
+            f"{r['index_bits_pq']} → {r['index_bits_pqh']}{width}{ref2('ibits_pq', 'ibits_pqh')}",
+            f"{r['compress_rate_pqh_pct']}{ref1('rate_pqh_pct')}", gaps])
+    return header, rows, ref if table else None
 
 
 def histogram_figure(run: dict, out: Path) -> Path:
@@ -211,9 +222,9 @@ def build(out_dir: Path | None = None) -> dict[str, Path]:
 
     md_layers = []
     for run in train_runs:
-        header, lrows = layer_rows(run)
+        header, lrows, ref = layer_rows(run)
         md = markdown_table(header, lrows)
-        src = f" (in parentheses: the paper's {LENET300_REF})" if any("(" in str(c) for c in lrows[0][2:]) else ""
+        src = f" (in parentheses: the paper's {ref})" if ref else ""
         md_layers.append(f"**{_setting(run)}**{src}\n\n{md}")
         tables.append((f"Per layer — {_setting(run)}", header, lrows))
         png = histogram_figure(run, out)

@@ -12,7 +12,6 @@ predicts; ``size_bytes`` is its size on disk.
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 from typing import Iterable
@@ -21,7 +20,7 @@ import torch
 from torch import nn
 
 from common.cli import cli_main
-from common.data import DataBundle, load_dataset
+from common.data import DataBundle, find_weights, load_dataset
 from common.errors import NnqError
 from common.evaluate import accuracy, count_params, fp32_size_bytes, predictions
 from common.models import build_model as build_common_model
@@ -37,19 +36,8 @@ PAPER = "deep_compression"
 
 
 def weights_path(cfg: Config) -> Path:
-    """Resolve --weights: as given if it exists, else under --weights-dir / $NNQ_WEIGHTS_DIR / $NNQ_DATA_DIR/../weights."""
-    p = Path(cfg.weights)
-    if p.is_file():
-        return p
-    roots = [cfg.weights_dir, os.environ.get("NNQ_WEIGHTS_DIR")]
-    data = cfg.data_dir or os.environ.get("NNQ_DATA_DIR")
-    if data:
-        roots.append(str(Path(data) / ".." / "weights"))
-    for root in filter(None, roots):
-        if (Path(root) / p).is_file():
-            return Path(root) / p
-    raise NnqError(f"weights file {cfg.weights} not found; pass --weights-dir DIR (or set NNQ_WEIGHTS_DIR) "
-                   "to the folder holding it")
+    """Resolve --weights: as given if it exists, else under --weights-dir / $NNQ_WEIGHTS_DIR / <data dir>/../weights."""
+    return find_weights(cfg.weights, cfg.weights_dir, cfg.data_dir)
 
 
 def build_model(cfg: Config, data: DataBundle) -> nn.Module:
@@ -102,22 +90,36 @@ def _hist(values: torch.Tensor, lo: float, hi: float, bins: int = 100) -> list[i
     return torch.histc(values.float(), bins=bins, min=lo, max=hi).long().tolist()
 
 
-def layer_table(stats: dict, bits: dict[str, int]) -> list[dict]:
-    """Per-layer rows like the paper's Tables 2-3 from the statistics of the Huffman file."""
+def _gap_pct(stream: dict) -> float:
+    """How far a coded stream is above the empirical entropy of its symbols, in % of that entropy."""
+    h = stream["entropy_bits_per_symbol"] * stream["n"]
+    return round(100 * (stream["payload_bits"] - h) / h, 3) if h > 0 else 0.0
+
+
+def layer_table(stats: dict, fixed: dict, bits: dict[str, int]) -> list[dict]:
+    """Per-layer rows like the paper's Tables 2-3.
+
+    Args:
+        stats: per-layer statistics of the Huffman file (P+Q+H columns).
+        fixed: per-layer statistics of the fixed-width file (P+Q columns).
+        bits: layer name -> weight-sharing bits.
+    """
     rows = []
     for name, s in stats.items():
         n, numel = s["n_weights"], s["numel"]
         idx, pos = s["index"], s["position"]
         coded_bits = idx["payload_bits"] + pos["payload_bits"] + 8 * (idx["table_bytes"] + pos["table_bytes"])
         coded_bits += 32 * s["k"]  # the fp32 codebook
+        f = fixed[name]
+        fixed_bits = f["index"]["payload_bits"] + f["position"]["payload_bits"] + 32 * f["k"]
         rows.append({
             "layer": name, "weights": numel, "weights_pct": round(100 * n / numel, 2), "fillers": s["n_fillers"],
             "weight_bits_pq": bits[name], "weight_bits_pqh": round(idx["mean_bits_per_symbol"], 3),
-            "weight_entropy_bits": round(idx["entropy_bits_per_symbol"], 3),
-            "index_bits_pq": pos["fixed_bits_per_symbol"], "index_bits_pqh": round(pos["mean_bits_per_symbol"], 3),
-            "index_entropy_bits": round(pos["entropy_bits_per_symbol"], 3),
-            "compress_rate_pq_pct": round(100 * (n * bits[name] + (n + s["n_fillers"]) * pos["fixed_bits_per_symbol"]
-                                                 + 32 * s["k"]) / (32 * numel), 3),
+            "weight_entropy_bits": round(idx["entropy_bits_per_symbol"], 3), "weight_gap_pct": _gap_pct(idx),
+            "index_bits_pq": f["position"]["fixed_bits_per_symbol"], "index_width_pqh": s["width"],
+            "index_bits_pqh": round(pos["mean_bits_per_symbol"], 3),
+            "index_entropy_bits": round(pos["entropy_bits_per_symbol"], 3), "index_gap_pct": _gap_pct(pos),
+            "compress_rate_pq_pct": round(100 * fixed_bits / (32 * numel), 3),
             "compress_rate_pqh_pct": round(100 * coded_bits / (32 * numel), 3),
         })
     return rows
@@ -229,14 +231,15 @@ def main(cfg: Config, callbacks: Iterable[Callback] = ()) -> dict:
         shared_file = encode(model, run.dir / "shared_fixed.nqdc", width=cfg.index_bits, huffman=False)
 
         # ---- stage 3: Huffman coding (Sec. 4) -> the real file; decode and check it
-        final = encode(model, run.dir / "model.nqdc", width=cfg.index_bits, huffman=True)
+        final = encode(model, run.dir / "model.nqdc", width=None if cfg.auto_index_bits else cfg.index_bits,
+                       huffman=True)
         restored = load_into(build_model(cfg, data), decode(run.dir / "model.nqdc")).eval()
         same = torch.equal(predictions(restored, data.x_test), predictions(model, data.x_test))
         if not same:
             raise NnqError(f"{run.dir / 'model.nqdc'} does not reproduce the shared model's predictions; please report this")
         final_error = _error(restored, data)
 
-        table = layer_table(final.layers, bits)
+        table = layer_table(final.layers, shared_file.layers, bits)
         sym_bits = sum(s["index"]["payload_bits"] for s in final.layers.values())
         sym_n = sum(s["index"]["n"] for s in final.layers.values())
         ent = sum(s["index"]["entropy_bits_per_symbol"] * s["index"]["n"] for s in final.layers.values())

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from common.errors import NnqError
-from papers.deep_compression.format import decode, encode, load_into
+from papers.deep_compression.format import AUTO_WIDTHS, decode, encode, load_into
 from papers.deep_compression.huffman import (canonical_codes, entropy_bits, huffman_code_lengths,
                                              huffman_decode, huffman_encode, positions_from_relative,
                                              relative_indices)
@@ -250,6 +250,28 @@ def test_file_round_trip_is_bit_exact(tmp_path, huffman):
     for k, v in net.state_dict().items():
         if k in plain.state_dict():
             assert torch.equal(plain.state_dict()[k], v), k
+
+
+def test_auto_width_picks_each_layers_smallest_position_stream(tmp_path):
+    torch.manual_seed(0)
+    # two layers with different gap statistics: dense-ish (short gaps) and very sparse (long gaps, many fillers)
+    net = nn.Sequential(nn.Linear(200, 100), nn.ReLU(), nn.Linear(100, 300))
+    masks = PruneMasks(net)
+    masks.prune_({"0": 0.5, "2": 0.01})
+    share_weights_(net, {"0": 4, "2": 4}, masks=masks.masks)
+    auto = encode(net, tmp_path / "auto.nqdc", width=None)
+    per_width = {w: encode(net, tmp_path / f"w{w}.nqdc", width=w) for w in AUTO_WIDTHS}
+    for name in ("0", "2"):
+        sizes = {w: s.layers[name]["position"]["payload_bits"] // 8 + s.layers[name]["position"]["table_bytes"]
+                 for w, s in per_width.items()}
+        chosen = auto.layers[name]["width"]
+        assert auto.layers[name]["position"] == per_width[chosen].layers[name]["position"]
+        assert sizes[chosen] <= min(sizes.values()) + 1  # smallest up to the byte rounding of the payload
+    assert auto.layers["0"]["width"] < auto.layers["2"]["width"]  # long gaps -> a wider relative index
+    assert auto.size_bytes <= min(s.size_bytes for s in per_width.values())
+    dec = decode(tmp_path / "auto.nqdc")
+    for name in ("0", "2"):
+        assert torch.equal(dec.shared[name].weight(), net.get_submodule(name).weight)
 
 
 def test_pruned_fp32_file_round_trip(tmp_path):

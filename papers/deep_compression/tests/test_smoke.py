@@ -53,3 +53,23 @@ def test_bad_per_layer_flags_fail_before_any_training(tmp_path):
     with pytest.raises(NnqError, match="3 prunable layers"):
         main(cfg)
     assert not (tmp_path / "deep_compression").exists()  # no run folder was started
+
+
+def test_mnist_presets_fit_the_papers_networks():
+    from types import SimpleNamespace
+
+    from papers.deep_compression.prune import prunable_layers
+    from papers.deep_compression.train import per_layer
+
+    mnist = SimpleNamespace(input_shape=(1, 28, 28), num_classes=10)
+    for preset, params, kept in (("lenet300_mnist", 266_610, {"1": 0.08, "3": 0.09, "5": 0.26}),
+                                 ("lenet5_mnist", 431_080,  # Table 3: the Caffe LeNet-5
+                                  {"conv1": 0.66, "conv2": 0.12, "ip1": 0.08, "ip2": 0.19})):
+        cfg = PRESETS[preset]
+        model = build_model(cfg, mnist)
+        assert sum(p.numel() for p in model.parameters()) == params
+        layers = list(prunable_layers(model))
+        assert per_layer(cfg.density, layers, "density") == kept
+        assert cfg.baseline_epochs > 0 and cfg.weights is None  # the float baseline is trained by our code
+    assert per_layer(PRESETS["lenet5_mnist"].bits, ["conv1", "conv2", "ip1", "ip2"], "bits") == {
+        "conv1": 8, "conv2": 8, "ip1": 5, "ip2": 5}  # Table 3: 8-bit conv, 5-bit fc
