@@ -142,13 +142,14 @@ def test_xnor_layers_equal_their_packed_twins_exactly():
         assert torch.equal(model(xl), packed(xl))
 
 
-def test_converted_model_and_reloaded_artifact_equal_simulated_forward(tmp_path):
+@pytest.mark.parametrize("arch,shape", [("smallconv", (1, 8, 8)), ("bnnconv", (3, 8, 8))])
+def test_converted_model_and_reloaded_artifact_equal_simulated_forward(arch, shape, tmp_path):
     torch.manual_seed(0)
-    model = build("smallconv", "xnor", (1, 8, 8), 10)
+    model = build(arch, "xnor", shape, 10)
     with torch.no_grad():
-        model(torch.randn(32, 1, 8, 8))  # non-trivial BN statistics
+        model(torch.randn(32, *shape))  # non-trivial BN statistics
     model.eval()
-    x = torch.randn(20, 1, 8, 8)
+    x = torch.randn(20, *shape)
     with torch.no_grad():
         ref = model(x)
         assert torch.equal(convert_to_packed(model)(x), ref)
@@ -230,15 +231,7 @@ def test_folding_alpha_into_the_next_batchnorm_is_not_bit_exact():
     assert not torch.equal(folded, ref)
 
 
-def test_bnn_paper_convnet_packed_equals_simulated_and_reaches_31x(tmp_path):
-    torch.manual_seed(0)
-    small = build("bnnconv", "xnor", (3, 8, 8), 10)
-    with torch.no_grad():
-        small(torch.randn(16, 3, 8, 8))  # non-trivial BN statistics
-    small.eval()
-    x = torch.randn(4, 3, 8, 8)
-    with torch.no_grad():
-        assert torch.equal(convert_to_packed(small)(x), small(x))
+def test_bnn_paper_convnet_reaches_31x_with_alpha_counted(tmp_path):
     # at CIFAR size every binarized filter has >= 1024 weights (>= 992 needed), so >= 31x with alpha counted
     fp32, packed = _fp32_and_packed(build("bnnconv", "xnor", (3, 32, 32), 10).eval(), tmp_path)
     rows = binary_layer_bytes(packed, fp32)
