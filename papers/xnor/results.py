@@ -52,14 +52,16 @@ EQUATION_MAP = [
     ("Fig. 2 A = Σ|I|/c, K = A ∗ k", "xnor.py: scaling_map_k"),
     ("Eq. (11) I∗W ≈ (sign(I) ⊛ sign(W)) ⊙ Kα", "xnor.py: XnorConv2d.forward; kernel.py: xnor_conv2d"),
     ("Sec. 3.2 XNOR + bit-count", "papers/xnor/xnor_kernel.c: micro_tile, xnor_conv2d_f32"),
-    ("Fig. 3 BN → BinActiv → BinConv → Pool", "models.py: SmallConvNet, XnorLeNet5, XnorResNetCifar, XnorResNet18"),
+    ("Fig. 3 BN → BinActiv → BinConv → Pool", "models.py: SmallConvNet, XnorLeNet5, XnorBnnConvNet, XnorResNetCifar, XnorResNet18"),
     ("32× memory (1 bit / weight)", "packed.py: save_packed / load_packed"),
 ]
 
 
-def _setting(run: dict) -> str:
-    s = run["summary"]
-    return f"{s['dataset']}, {s['arch']}, {s['epochs']} ep. ({s['preset']} preset)"
+def _setting(run: dict, epochs_key: str | None = None) -> str:
+    s, c = run["summary"], run["config"]
+    epochs = f", {c[epochs_key]} ep." if epochs_key else ""
+    start = ", from the shared float weights" if c.get("init_from") else ""
+    return f"{s['dataset']}, {s['arch']}{epochs}{start} ({s['preset']} preset)"
 
 
 def run_missing(grid=GRID) -> None:
@@ -72,12 +74,13 @@ def _accuracy_rows(runs: list[dict]) -> list[dict]:
     for run in runs:
         s = run["summary"]
         imagenet = "resnet18" == s.get("arch") and "imagenet" in str(s["dataset"]).lower()
-        for label, key, method in (("float twin", "fp_value", "full precision"), ("BWN", "bwn_value", "BWN"),
-                                   ("XNOR-Net", "value", "XNOR-Net")):
+        for label, key, method, epochs_key in (("float twin", "fp_value", "full precision", "baseline_epochs"),
+                                               ("BWN", "bwn_value", "BWN", "bwn_epochs"),
+                                               ("XNOR-Net", "value", "XNOR-Net", "epochs")):
             paper, ref = (None, None)
             if imagenet:
                 paper, _, ref = IMAGENET_ACCURACY[("ResNet-18", method)]
-            rows.append({"setting": f"{_setting(run)} — {label}", "ours": s.get(key), "paper": paper, "ref": ref,
+            rows.append({"setting": f"{_setting(run, epochs_key)} — {label}", "ours": s.get(key), "paper": paper, "ref": ref,
                          "unit": "top-1 %",
                          "note": None if imagenet else "paper reports ImageNet only (see rows below)"})
     for (net, method), (top1, _, ref) in IMAGENET_ACCURACY.items():
@@ -147,7 +150,7 @@ def build(out_dir: Path | None = None) -> dict[str, Path]:
             pts = [(m["epoch"], m["test_top1"]) for m in run["metrics"] if m["tag"] == tag]
             if pts:
                 ax.plot(*zip(*pts), marker="o", label=label)
-        ax.set(xlabel="epoch", ylabel="test top-1 (%)", title=f"FP vs BWN vs XNOR — {_setting(run)}")
+        ax.set(xlabel="epoch", ylabel="test top-1 (%)", title=f"FP vs BWN vs XNOR — {s['dataset']}, {s['arch']}")
         ax.legend()
         name = f"curves_{s['preset']}"
         png, _ = save_figure(fig, out, name, footer=foot)
