@@ -159,8 +159,11 @@ def datatype_figure(run: dict, out: Path) -> Path:
     pre = run["summary"].get("pretrained")
     origin = ("random init" if not pre else "our CIFAR-10 pretraining" if "cifar10" in str(pre)
               else f"pretrained: {Path(str(pre)).name[:24]}")
-    names = {"image tower": f"image tower weights\n({origin})",
-             "text tower": "text tower weights\n(MiniLM, pretrained)", "N(0,1)": "N(0, 1) samples"}
+    shape = json.loads((Path(run["dir"]) / "datatypes.json").read_text()).get("weight_shape", {})
+    kurt = {g: f"\nexcess kurtosis {shape[g]['excess_kurtosis']:+.2f}" if g in shape else "" for g in groups}
+    names = {"image tower": f"image tower weights\n({origin}){kurt.get('image tower', '')}",
+             "text tower": f"text tower weights\n(MiniLM, pretrained){kurt.get('text tower', '')}",
+             "N(0,1)": "N(0, 1) samples"}
     ax.set_xticks(x, [names[g] for g in groups])
     ax.set(ylabel="relative MSE (weights) / MSE (N(0,1))",
            title="4-bit data types, block 64 + double quantization (lower is better)")
