@@ -14,10 +14,9 @@ import tempfile
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 
 from benchmarks._meta import write_result
-from common.evaluate import file_size
+from common.evaluate import file_size, save_fp32
 from papers.xnor.models import build
 from papers.xnor.packed import binary_layer_bytes, save_packed
 
@@ -38,9 +37,7 @@ MODELS = (
 def measure(label: str, arch: str, shape: tuple[int, int, int], classes: int, mode: str, tmp: Path) -> dict:
     torch.manual_seed(0)
     model = build(arch, mode, shape, classes).eval()
-    fp32 = tmp / f"{arch}_{mode}_fp32.safetensors"
-    save_file({k: v.detach().float().contiguous() if v.is_floating_point() else v.contiguous()
-               for k, v in model.state_dict().items()}, str(fp32))
+    fp32 = save_fp32(model, tmp / f"{arch}_{mode}_fp32.safetensors")
     packed = save_packed(model, tmp / f"{arch}_{mode}_packed.safetensors")
     layers = binary_layer_bytes(packed, fp32)
     tot = {k: sum(r[k] for r in layers) for k in ("fp32_weight_bytes", "sign_bytes", "alpha_bytes", "bias_bytes")}

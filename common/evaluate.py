@@ -7,6 +7,7 @@ Sizes on disk are measured from real files, never computed from a formula.
 
 from __future__ import annotations
 
+import json
 import statistics
 import tempfile
 import time
@@ -82,16 +83,29 @@ def file_size(path: str | Path) -> int:
     return Path(path).stat().st_size
 
 
-def fp32_size_bytes(model: nn.Module) -> int:
-    """Bytes of the model's fp32 state dict written as a safetensors file (the baseline of every ratio)."""
+def tensor_bytes(path: str | Path) -> dict[str, int]:
+    """Bytes each tensor occupies in the data section of a safetensors file, read from its header
+    (the rest of the file is the JSON header: names, dtypes, shapes, metadata)."""
+    with open(path, "rb") as f:
+        n = int.from_bytes(f.read(8), "little")
+        header = json.loads(f.read(n))
+    return {k: v["data_offsets"][1] - v["data_offsets"][0] for k, v in header.items() if k != "__metadata__"}
+
+
+def save_fp32(model: nn.Module, path: str | Path) -> Path:
+    """Writes the model's state dict with every float tensor in fp32 as a safetensors file (the baseline file)."""
     from safetensors.torch import save_file
 
     state = {k: v.detach().to("cpu", torch.float32 if v.is_floating_point() else v.dtype).contiguous().clone()
              for k, v in model.state_dict().items()}
+    save_file(state, str(path))
+    return Path(path)
+
+
+def fp32_size_bytes(model: nn.Module) -> int:
+    """Bytes of the model's fp32 state dict written as a safetensors file (the baseline of every ratio)."""
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "fp32.safetensors"
-        save_file(state, str(path))
-        return file_size(path)
+        return file_size(save_fp32(model, Path(tmp) / "fp32.safetensors"))
 
 
 def macs(model: nn.Module, example_input: torch.Tensor) -> int:

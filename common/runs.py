@@ -279,6 +279,26 @@ class Run:
         return ordered
 
 
+def read_safetensors(path: str | Path, fmt: str, what: str) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
+    """(metadata, tensors) of a safetensors artifact whose metadata says ``format == fmt``.
+
+    Raises:
+        NnqError: one line, for an unreadable or truncated file (``what`` names it, e.g. "packed XNOR file")
+            or a file of another format.
+    """
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as exc:  # noqa: BLE001 - any failure to parse is the same error for the user
+        raise NnqError(f"{path} is not a readable {what} ({type(exc).__name__}); re-run training") from None
+    if meta.get("format") != fmt:
+        raise NnqError(f"{path} is not a {fmt} file (format={meta.get('format')!r})")
+    return meta, tensors
+
+
 def _json_default(obj: Any) -> Any:
     if isinstance(obj, torch.Tensor):
         return obj.tolist()

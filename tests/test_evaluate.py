@@ -56,3 +56,32 @@ def test_latency_is_the_median_of_measured_runs():
 
     ms = latency_ms(slow, torch.zeros(1), repeats=5, warmup=2)
     assert len(calls) == 7 and 5.0 <= ms < 50.0
+
+
+def test_tensor_bytes_and_save_fp32_read_every_tensor_from_the_file(tmp_path):
+    from common.evaluate import save_fp32, tensor_bytes
+
+    model = nn.Sequential(nn.Linear(7, 5), nn.BatchNorm1d(5)).to(torch.float64)
+    sizes = tensor_bytes(save_fp32(model, tmp_path / "m.safetensors"))
+    state = model.state_dict()
+    assert set(sizes) == set(state)
+    for k, v in state.items():  # float tensors stored as fp32, the rest (num_batches_tracked) as they are
+        assert sizes[k] == v.numel() * (4 if v.is_floating_point() else v.element_size())
+
+
+def test_read_safetensors_refuses_other_formats_and_broken_files(tmp_path):
+    from safetensors.torch import save_file
+
+    from common.errors import NnqError
+    from common.runs import read_safetensors
+
+    good = tmp_path / "a.safetensors"
+    save_file({"w": torch.ones(3)}, str(good), metadata={"format": "nnq-test"})
+    meta, tensors = read_safetensors(good, "nnq-test", "test file")
+    assert meta["format"] == "nnq-test" and torch.equal(tensors["w"], torch.ones(3))
+    with pytest.raises(NnqError, match="is not a other file"):
+        read_safetensors(good, "other", "test file")
+    broken = tmp_path / "b.safetensors"
+    broken.write_bytes(good.read_bytes()[:-5])
+    with pytest.raises(NnqError, match="not a readable test file"):
+        read_safetensors(broken, "nnq-test", "test file")

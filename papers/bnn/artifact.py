@@ -16,11 +16,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
 from common.errors import NnqError
+from common.runs import read_safetensors
 from papers.bnn.bnn import binary_layers
 
 FORMAT = "nnq-bnn-packed-v1"
@@ -60,14 +60,7 @@ def save_packed(model: nn.Module, path: str | Path) -> Path:
 def load_packed(path: str | Path, model: nn.Module) -> nn.Module:
     """Load a file written by :func:`save_packed` into ``model`` (same architecture), strictly."""
     path = Path(path)
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as exc:
-        raise NnqError(f"{path} is not a readable packed BNN file ({type(exc).__name__}); re-run training") from None
-    if meta.get("format") != FORMAT:
-        raise NnqError(f"{path} is not a {FORMAT} file (format={meta.get('format')!r})")
+    meta, tensors = read_safetensors(path, FORMAT, "packed BNN file")
     state = {k: v for k, v in tensors.items() if not k.endswith(".packed")}
     for key, shape in json.loads(meta["binary_shapes"]).items():
         state[key] = unpack_signs(tensors[f"{key}.packed"], tuple(shape))

@@ -26,6 +26,8 @@ from safetensors.torch import save_file
 from torch import nn
 
 from common.errors import NnqError
+from common.evaluate import tensor_bytes
+from common.runs import read_safetensors
 from papers.xnor import kernel
 from papers.xnor.xnor import BINARY_LAYERS, binarize, bwn_alpha, input_beta, scaling_map_k
 
@@ -229,17 +231,6 @@ def save_packed(model: nn.Module, path: str | Path) -> Path:
     return path
 
 
-def tensor_bytes(path: str | Path) -> dict[str, int]:
-    """Bytes each tensor occupies in the data section of a safetensors file, read from its header.
-
-    (The rest of the file is the JSON header: names, dtypes, shapes and our metadata.)
-    """
-    with open(path, "rb") as f:
-        n = int.from_bytes(f.read(8), "little")
-        header = json.loads(f.read(n))
-    return {k: v["data_offsets"][1] - v["data_offsets"][0] for k, v in header.items() if k != "__metadata__"}
-
-
 def binary_layer_bytes(packed_path: str | Path, fp32_path: str | Path) -> list[dict]:
     """Per binarized layer of a packed artifact: its bytes on disk next to the fp32 file's.
 
@@ -271,14 +262,7 @@ def load_packed(path: str | Path, model: nn.Module) -> nn.Module:
         NnqError: unreadable file, wrong format, or a file that does not match ``model``.
     """
     path = Path(path)
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as exc:
-        raise NnqError(f"{path} is not a readable packed XNOR file ({type(exc).__name__}); re-run training") from None
-    if meta.get("format") != FORMAT:
-        raise NnqError(f"{path} is not a {FORMAT} file (format={meta.get('format')!r})")
+    meta, tensors = read_safetensors(path, FORMAT, "packed XNOR file")
     out = copy.deepcopy(model).eval()
     layers = json.loads(meta["layers"])
     for name, spec in layers.items():

@@ -18,14 +18,14 @@ from torch import nn
 from common.cli import cli_main
 from common.data import DataBundle, find_weights, load_dataset
 from common.errors import NnqError
-from common.evaluate import count_params, file_size, fp32_size_bytes, model_bits, predictions
+from common.evaluate import count_params, file_size, fp32_size_bytes, model_bits, predictions, tensor_bytes
 from common.models import load_resnet_cifar
 from common.runs import Run
 from common.train import Callback, fit, seed_everything
 from papers.xnor import kernel
 from papers.xnor.config import PRESETS, Config
 from papers.xnor.models import build, init_from_float_
-from papers.xnor.packed import load_packed, save_packed, tensor_bytes
+from papers.xnor.packed import load_packed, save_packed
 from papers.xnor.xnor import binary_layers
 
 PAPER = "xnor"

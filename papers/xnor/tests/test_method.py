@@ -7,6 +7,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from common.errors import NnqError
+from common.evaluate import save_fp32
 from papers.xnor import kernel
 from papers.xnor.models import build
 from papers.xnor.packed import PackedXnorConv2d, binary_layer_bytes, convert_to_packed, load_packed, save_packed
@@ -186,10 +187,7 @@ def test_first_and_last_layers_stay_real_and_every_parameter_gets_a_gradient():
 
 
 def _fp32_and_packed(model: nn.Module, tmp_path):
-    fp32 = tmp_path / "fp32.safetensors"
-    save_file({k: v.detach().float().contiguous() if v.is_floating_point() else v.contiguous()
-               for k, v in model.state_dict().items()}, str(fp32))
-    return fp32, save_packed(model, tmp_path / "packed.safetensors")
+    return save_fp32(model, tmp_path / "fp32.safetensors"), save_packed(model, tmp_path / "packed.safetensors")
 
 
 def test_alpha_is_on_disk_and_caps_short_filters_below_31x(tmp_path):
