@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import time
 from pathlib import Path
@@ -31,6 +32,14 @@ from papers.deep_compression.train import main
 TARGETS = {"lenet300_mnist": "ratio >= 40x with test error <= 1.6%",
            "paper": "ratio >= 40x with test error <= 1.6% (LeNet-300-100, 6-bit weights as in Table 2)",
            "lenet5_mnist": "ratio >= 39x with test error <= 0.8% (Caffe LeNet-5, 431K parameters)"}
+TARGET_VALUES = {"lenet300_mnist": (40.0, 1.6), "paper": (40.0, 1.6), "lenet5_mnist": (39.0, 0.8)}  # (ratio, error %)
+MNIST_TEST_IMAGES = 10_000  # the presets test on the full MNIST test set
+
+
+def binomial_se_pct(error_pct: float, n: int = MNIST_TEST_IMAGES) -> float:
+    """Standard error (in points) of a test error measured on n images: how far the test set alone moves it."""
+    p = error_pct / 100
+    return round(100 * math.sqrt(p * (1 - p) / n), 3)
 
 
 def _per_run(s: dict, wall_minutes: float | None) -> dict:
@@ -69,12 +78,16 @@ def run() -> None:
             t0 = time.perf_counter()
             s = main(cfg)
             runs.append({**_per_run(s, (time.perf_counter() - t0) / 60), "seed": seed})
+    ratio_min, error_max = TARGET_VALUES[args.preset]
+    for r in runs:
+        r["meets_target"] = r["compression_ratio"] >= ratio_min and r["test_error"] <= error_max
+        r["test_error_binomial_se"] = binomial_se_pct(r["test_error"])
     path = write_result(f"deep_compression_{args.preset}", {
         "what": f"Deep Compression, {args.preset} preset: compressed file size, ratio, test error, minutes",
         "target": TARGETS[args.preset], "threads": args.threads, "overrides": rest,
         "test_error": _mean_std([r["test_error"] for r in runs]),
         "compression_ratio": _mean_std([r["compression_ratio"] for r in runs]),
-        "runs": runs})
+        "runs_meeting_target": sum(r["meets_target"] for r in runs), "runs": runs})
     e, c = _mean_std([r["test_error"] for r in runs]), _mean_std([r["compression_ratio"] for r in runs])
     print(f"{args.preset}: {c['mean']:.1f}x at {e['mean']:.2f}% error over {len(runs)} run(s) -> {path}")
 

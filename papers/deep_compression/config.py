@@ -20,9 +20,9 @@ class Config(BaseConfig):
     """Network: mlp, lenet300 (LeNet-300-100), lenet5_caffe (the paper's 431K Caffe LeNet-5, 28x28), lenet5 (the
     classic 61.7K LeNet-5 of the shared weights, 32x32), resnet20 (CIFAR)."""
     baseline_epochs: int = 10
-    """Epochs of the float baseline (0: load it from --weights instead)."""
+    """Epochs of the float baseline: trained from scratch, or fine-tuned from --weights when given (0: --weights as is)."""
     weights: str | None = None
-    """Float baseline checkpoint to start from; a relative path is looked up in --weights-dir."""
+    """Float checkpoint to start from; a relative path is looked up in --weights-dir."""
     weights_dir: str | None = None
     """Folder of shared pretrained weights; default $NNQ_WEIGHTS_DIR, else $NNQ_DATA_DIR/../weights."""
     normalize: str = "default"
@@ -98,8 +98,10 @@ PRESETS: dict[str, Config] = {
                            weight_decay=5e-4, density=(0.66, 0.12, 0.08, 0.19), prune_iterations=6,
                            bits=(8, 8, 5, 5), index_bits=5, share_epochs=4),
     # ResNet-20 from the shared akamaster weights, on our CIFAR-10 JPEG q75 copy.
+    # The float baseline is the shared net fine-tuned on the JPEG training set for 3 epochs: the compressed
+    # net's 15 retraining epochs on that set would otherwise be compared with a net that never saw it.
     "cifar10_resnet20": Config(preset="cifar10_resnet20", dataset="cifar10_jpeg", arch="resnet20",
-                               baseline_epochs=0, weights="akamaster-pytorch_resnet_cifar10/resnet20-12fca82f.th",
+                               baseline_epochs=3, weights="akamaster-pytorch_resnet_cifar10/resnet20-12fca82f.th",
                                normalize="imagenet", epochs=5, batch_size=128, lr=1e-3, retrain_lr=2e-4,
                                share_lr=1e-4, density=(0.5,), prune_iterations=3, bits=(5,), index_bits=4,
                                share_epochs=3),

@@ -33,7 +33,7 @@ from papers.deep_compression.paper_numbers import (LENET5_LAYERS, LENET5_REF, LE
 from papers.deep_compression.train import main
 
 PAPER = "deep_compression"
-GRID = ("quick", "lenet300_mnist", "lenet5_mnist")  # cifar10_resnet20, paper: no run here yet
+GRID = ("quick", "lenet300_mnist", "lenet5_mnist", "paper", "cifar10_resnet20")
 SWEEP_PRESET = "quick"
 README = Path(__file__).with_name("README.md")
 NETWORK = {"lenet300": "LeNet-300-100", "lenet5_caffe": "LeNet-5"}  # the paper's networks (Table 1)
@@ -87,6 +87,21 @@ def run_missing(grid=GRID) -> None:
         print(f"approved {approve(summary['run_dir'])}")
 
 
+def _count(weights: str) -> int:
+    """The paper's "0.5K" / "235K" weight counts as numbers."""
+    return round(float(weights.rstrip("K")) * 1000) if weights.endswith("K") else int(weights)
+
+
+def layers_ratio(layers: list[tuple[int, float]]) -> float:
+    """fp32 size over compressed size of a set of layers, from (weights, compress rate P+Q+H in %) pairs.
+
+    The paper's Tables 2-3 give a rate per layer (codebook and coded streams of its weights) and a Total row;
+    weighting the layer rows by their sizes gives the ratio those rows imply, to set beside the Total's.
+    """
+    n = sum(w for w, _ in layers)
+    return round(100 * n / sum(w * rate for w, rate in layers), 2)
+
+
 def stage_rows(run: dict) -> list[dict]:
     """Rows "Setting | Ours | Paper (ref)" of one run's stages, beside Tables 1-3."""
     s, st = run["summary"], run["summary"]["stages"]
@@ -107,6 +122,13 @@ def stage_rows(run: dict) -> list[dict]:
         {"setting": f"{base}: compressed size", "ours": round(st["huffman"]["size_bytes"] / 1000, 1),
          "paper": None if not summ else float(summ["size"].split()[0]), "ref": summ.get("ref"), "unit": "KB"},
     ]
+    if net and st.get("layers"):
+        _, layers, ref = PAPER_LAYERS[run["config"]["arch"]]
+        rows.append({"setting": f"{base}: ratio of the weight layers alone (codebooks + coded streams)",
+                     "ours": layers_ratio([(r["weights"], r["compress_rate_pqh_pct"]) for r in st["layers"]]),
+                     "paper": layers_ratio([(_count(p["weights"]), p["rate_pqh_pct"])
+                                            for name, p in layers.items() if name != "total"]),
+                     "ref": f"{ref}, layer rows", "unit": "×"})
     gap = st.get("huffman_vs_entropy", {})  # Huffman payload over the order-0 entropy of its symbols, all layers
     rows += [{"setting": f"{base}: Huffman over entropy, {what}", "ours": gap[key], "paper": None, "ref": None,
               "unit": "%"} for key, what in (("index_gap_pct", "weight indices"),

@@ -127,10 +127,15 @@ def layer_table(stats: dict, fixed: dict, bits: dict[str, int]) -> list[dict]:
 
 def float_baseline(cfg: Config, data: DataBundle, run: Run | None, callbacks: Iterable[Callback] = ()
                    ) -> tuple[nn.Module, float]:
-    """Stage 0: train the float model of ``cfg`` (tag "float") or load --weights; return (model, train s)."""
+    """Stage 0: the float model of ``cfg`` (tag "float"); return (model, train s).
+
+    --weights alone loads them; --baseline-epochs alone trains from scratch; both fine-tune the loaded
+    weights on the run's data (e.g. the shared ResNet-20 on our CIFAR-10 JPEG copy), so that the float
+    baseline has seen the same data as the compressed model it is compared with.
+    """
     if not cfg.baseline_epochs:
         return load_baseline(cfg, data).eval(), 0.0
-    model = build_model(cfg, data)
+    model = load_baseline(cfg, data).train() if cfg.weights else build_model(cfg, data)
     opt = _optimizer(cfg, model.parameters(), cfg.lr, cfg.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.baseline_epochs)
     res = fit(model, data, epochs=cfg.baseline_epochs, batch_size=cfg.batch_size, optimizer=opt, scheduler=sched,

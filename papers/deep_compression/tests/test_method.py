@@ -314,3 +314,15 @@ def test_corrupted_or_truncated_file_raises(tmp_path):
         decode(tmp_path / "missing.nqdc")
     with pytest.raises(NnqError):  # a valid file into the wrong model
         load_into(nn.Sequential(nn.Linear(3, 3)), decode(path))
+
+
+# ---------------------------------------------------------------- the report
+
+def test_layers_ratio_weighs_layer_rates_by_layer_size():
+    from papers.deep_compression.paper_numbers import LENET5_LAYERS
+    from papers.deep_compression.results import _count, layers_ratio
+
+    assert layers_ratio([(1000, 2.5)]) == 40.0  # one layer at 2.5% of its fp32 size
+    # 100 weights at 10% and 300 at 2.5%: 17.5 of 400 weights' bytes -> 22.86x (not the mean rate's 16x)
+    assert layers_ratio([(100, 10.0), (300, 2.5)]) == 22.86
+    assert [_count(p["weights"]) for p in LENET5_LAYERS.values()] == [500, 25_000, 400_000, 5_000, 431_000]

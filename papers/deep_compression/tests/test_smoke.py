@@ -73,3 +73,18 @@ def test_mnist_presets_fit_the_papers_networks():
         assert cfg.baseline_epochs > 0 and cfg.weights is None  # the float baseline is trained by our code
     assert per_layer(PRESETS["lenet5_mnist"].bits, ["conv1", "conv2", "ip1", "ip2"], "bits") == {
         "conv1": 8, "conv2": 8, "ip1": 5, "ip2": 5}  # Table 3: 8-bit conv, 5-bit fc
+
+
+def test_baseline_epochs_with_weights_fine_tunes_the_loaded_net(tmp_path):
+    from papers.deep_compression.train import float_baseline
+
+    data = load_dataset("digits")
+    start = build_model(PRESETS["quick"], data)
+    torch.save(start.state_dict(), tmp_path / "float.pt")
+    # at LR 0 a fine-tuning epoch keeps the loaded weights: the float stage starts from --weights
+    cfg = dataclasses.replace(PRESETS["quick"], weights=str(tmp_path / "float.pt"), baseline_epochs=1, lr=0.0)
+    model, _ = float_baseline(cfg, data, None)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), start.state_dict().values()))
+    # without --weights the same stage starts from a fresh random net
+    scratch, _ = float_baseline(dataclasses.replace(cfg, weights=None), data, None)
+    assert not torch.equal(scratch.state_dict()["1.weight"], start.state_dict()["1.weight"])
