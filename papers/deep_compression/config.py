@@ -20,7 +20,7 @@ class Config(BaseConfig):
     """Network: mlp, lenet300 (LeNet-300-100), lenet5_caffe (the paper's 431K Caffe LeNet-5, 28x28), lenet5 (the
     classic 61.7K LeNet-5 of the shared weights, 32x32), resnet20 (CIFAR)."""
     baseline_epochs: int = 10
-    """Epochs of the float baseline: trained from scratch, or fine-tuned from --weights when given (0: --weights as is)."""
+    """Epochs of the float baseline: from scratch, or fine-tuning --weights when given (0: --weights as they are)."""
     weights: str | None = None
     """Float checkpoint to start from; a relative path is looked up in --weights-dir."""
     weights_dir: str | None = None
