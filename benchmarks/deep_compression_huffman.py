@@ -21,7 +21,7 @@ import numpy as np
 
 from benchmarks._meta import write_result
 from papers.deep_compression.format import _position_stream, decode
-from papers.deep_compression.huffman import entropy_bits, huffman_code_lengths
+from papers.deep_compression.huffman import entropy_bits, excess_pct, huffman_code_lengths
 
 
 def stream_report(symbols: np.ndarray, alphabet: int, top: int = 3) -> dict:
@@ -36,7 +36,7 @@ def stream_report(symbols: np.ndarray, alphabet: int, top: int = 3) -> dict:
     bits = float((lengths[symbols]).sum())
     worst = np.argsort(-excess)[:top]
     return {"n": int(symbols.size), "alphabet": alphabet, "huffman_bits_per_symbol": round(bits / symbols.size, 4),
-            "entropy_bits_per_symbol": round(h, 4), "gap_pct": round(100 * (bits / symbols.size - h) / h, 3),
+            "entropy_bits_per_symbol": round(h, 4), "gap_pct": excess_pct(bits, h * symbols.size),
             "table_bytes": (alphabet + 1) // 2,
             "excess_bits_per_symbol": round(float(excess.sum()), 5),
             "largest_excess": [{"symbol": int(s), "p": round(float(p[s]), 4), "code_len": int(lengths[s]),
@@ -65,7 +65,7 @@ def file_report(path: Path) -> dict:
             tot[k][1] += r[k]["entropy_bits_per_symbol"] * r[k]["n"]
         layers[name] = r
     return {"file": str(path), "size_bytes": path.stat().st_size, "layers": layers,
-            "all_layers_gap_pct": {k: round(100 * (b - h) / h, 3) for k, (b, h) in tot.items()}}
+            "all_layers_gap_pct": {k: excess_pct(b, h) for k, (b, h) in tot.items()}}
 
 
 def run() -> None:

@@ -7,10 +7,12 @@ with ``python -m common.runs approve RUN_DIR``.
 
     NNQ_DATA_DIR=/path/to/data python -m benchmarks.deep_compression_lenet --preset lenet300_mnist \
         [--threads 1] [--seeds 0 1 2] [extra train flags]
-    python -m benchmarks.deep_compression_lenet --preset lenet300_mnist --from-runs RUN_DIR [RUN_DIR ...]
+    python -m benchmarks.deep_compression_lenet --preset lenet300_mnist --from-runs RUN_DIR [RUN_DIR ...] \
+        [--tag variants]
 
 ``--from-runs`` summarises finished run folders of the preset instead of training (their train minutes
-are read from summary.json; wall minutes are then not known).
+are read from summary.json; wall minutes are then not known); each run lists the flags its config.json sets
+away from the preset. ``--tag T`` writes deep_compression_<preset>_T.json (e.g. for runs of other recipes).
 """
 
 from __future__ import annotations
@@ -33,7 +35,8 @@ TARGETS = {"lenet300_mnist": "ratio >= 40x with test error <= 1.6%",
            "paper": "ratio >= 40x with test error <= 1.6% (LeNet-300-100, 6-bit weights as in Table 2)",
            "lenet5_mnist": "ratio >= 39x with test error <= 0.8% (Caffe LeNet-5, 431K parameters)"}
 TARGET_VALUES = {"lenet300_mnist": (40.0, 1.6), "paper": (40.0, 1.6), "lenet5_mnist": (39.0, 0.8)}  # (ratio, error %)
-MNIST_TEST_IMAGES = 10_000  # the presets test on the full MNIST test set
+MNIST_TEST_IMAGES = 10_000  # the presets test on the full MNIST test set (unless --limit-test)
+_RUN_FIELDS = {"seed", "out_dir", "threads", "data_dir", "weights_dir", "preset"}  # not part of a recipe
 
 
 def binomial_se_pct(error_pct: float, n: int = MNIST_TEST_IMAGES) -> float:
@@ -64,26 +67,33 @@ def run() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--from-runs", nargs="+", type=Path, default=None)
+    ap.add_argument("--tag", default=None, help="suffix of the JSON's name")
     args, rest = ap.parse_known_args()
     torch.set_num_threads(args.threads)
     runs = []
+    preset = vars(PRESETS[args.preset])
     if args.from_runs:
         for d in args.from_runs:
             s = json.loads((d / "summary.json").read_text())
-            seed = json.loads((d / "config.json").read_text())["seed"]
-            runs.append({**_per_run(s, None), "seed": seed})
+            cfg = json.loads((d / "config.json").read_text())
+            changed = {k: v for k, v in cfg.items() if k in preset and k not in _RUN_FIELDS
+                       and v != (list(preset[k]) if isinstance(preset[k], tuple) else preset[k])}
+            runs.append({**_per_run(s, None), "seed": cfg["seed"], "config_vs_preset": changed,
+                         "n_test": cfg.get("limit_test") or MNIST_TEST_IMAGES})
     else:
         for seed in args.seeds:
             cfg = parse_config(Config, PRESETS, ["--preset", args.preset, "--seed", str(seed), *rest])
             t0 = time.perf_counter()
             s = main(cfg)
-            runs.append({**_per_run(s, (time.perf_counter() - t0) / 60), "seed": seed})
+            runs.append({**_per_run(s, (time.perf_counter() - t0) / 60), "seed": seed,
+                         "n_test": cfg.limit_test or MNIST_TEST_IMAGES})
     ratio_min, error_max = TARGET_VALUES[args.preset]
     for r in runs:
         r["meets_target"] = r["compression_ratio"] >= ratio_min and r["test_error"] <= error_max
-        r["test_error_binomial_se"] = binomial_se_pct(r["test_error"])
-    path = write_result(f"deep_compression_{args.preset}", {
-        "what": f"Deep Compression, {args.preset} preset: compressed file size, ratio, test error, minutes",
+        r["test_error_binomial_se"] = binomial_se_pct(r["test_error"], r["n_test"])
+    path = write_result(f"deep_compression_{args.preset}" + (f"_{args.tag}" if args.tag else ""), {
+        "what": f"Deep Compression, {args.preset} preset: compressed file size, ratio, test error, minutes"
+                + (f" ({args.tag}: see each run's config_vs_preset)" if args.tag else ""),
         "target": TARGETS[args.preset], "threads": args.threads, "overrides": rest,
         "test_error": _mean_std([r["test_error"] for r in runs]),
         "compression_ratio": _mean_std([r["compression_ratio"] for r in runs]),

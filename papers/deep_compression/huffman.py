@@ -81,6 +81,14 @@ def entropy_bits(counts: np.ndarray) -> float:
     return float(-(p * np.log2(p)).sum())
 
 
+def excess_pct(coded_bits: float, entropy_total_bits: float) -> float:
+    """How far a coded stream (``coded_bits`` in all) lies above the entropy bound of its symbols (n * H bits),
+    in % of that bound; 0 for a stream without information (one symbol, or none)."""
+    if entropy_total_bits <= 0:
+        return 0.0
+    return round(100 * (coded_bits - entropy_total_bits) / entropy_total_bits, 3)
+
+
 def _huffman_lengths_unbounded(counts: np.ndarray) -> np.ndarray:
     lengths = np.zeros(len(counts), dtype=np.int64)
     used = [i for i, c in enumerate(counts) if c > 0]

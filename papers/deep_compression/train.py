@@ -29,6 +29,7 @@ from common.runs import Run
 from common.train import Callback, fit, seed_everything
 from papers.deep_compression.config import PRESETS, Config
 from papers.deep_compression.format import decode, encode, load_into
+from papers.deep_compression.huffman import excess_pct
 from papers.deep_compression.prune import PruneMasks, density_schedule, prunable_layers
 from papers.deep_compression.share import share_weights_
 
@@ -92,8 +93,7 @@ def _hist(values: torch.Tensor, lo: float, hi: float, bins: int = 100) -> list[i
 
 def _gap_pct(stream: dict) -> float:
     """How far a coded stream is above the empirical entropy of its symbols, in % of that entropy."""
-    h = stream["entropy_bits_per_symbol"] * stream["n"]
-    return round(100 * (stream["payload_bits"] - h) / h, 3) if h > 0 else 0.0
+    return excess_pct(stream["payload_bits"], stream["entropy_bits_per_symbol"] * stream["n"])
 
 
 def layer_table(stats: dict, fixed: dict, bits: dict[str, int]) -> list[dict]:
@@ -267,8 +267,8 @@ def main(cfg: Config, callbacks: Iterable[Callback] = ()) -> dict:
             "huffman_vs_entropy": {
                 "index_bits_per_symbol": round(sym_bits / max(1, sym_n), 4),
                 "index_entropy_bits": round(ent / max(1, sym_n), 4),
-                "index_gap_pct": round(100 * (sym_bits - ent) / max(ent, 1e-9), 3),
-                "position_gap_pct": round(100 * (pos_bits - pos_ent) / max(pos_ent, 1e-9), 3)},
+                "index_gap_pct": excess_pct(sym_bits, ent),
+                "position_gap_pct": excess_pct(pos_bits, pos_ent)},
             "dense_bytes": final.dense_bytes,
             "train_time_s": times,
         }

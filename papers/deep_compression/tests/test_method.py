@@ -175,6 +175,16 @@ def _gaussian_layer_indices(bits=5, n=300 * 100, density=0.08, seed=0):
     return idx.numpy()
 
 
+def test_excess_pct_is_the_coded_size_over_the_entropy_bound():
+    from papers.deep_compression.huffman import excess_pct
+
+    counts = np.array([1, 1, 2])  # p = 1/4, 1/4, 1/2: dyadic, so Huffman meets the bound exactly
+    sym = np.repeat(np.arange(3), counts)
+    _, nbits = huffman_encode(sym, huffman_code_lengths(counts))
+    assert excess_pct(nbits, entropy_bits(counts) * sym.size) == 0.0
+    assert excess_pct(101, 100) == 1.0 and excess_pct(7, 0.0) == 0.0  # a one-symbol stream carries no information
+
+
 def test_huffman_within_one_percent_of_entropy_on_real_indices():
     # indices of a k-means (5-bit, linear init) quantized, 92%-pruned Gaussian layer (LeNet-300 fc1-like)
     idx = _gaussian_layer_indices()
