@@ -93,8 +93,9 @@ PRESETS: dict[str, Config] = {
                              weight_decay=5e-4, density=(0.08, 0.09, 0.26), prune_iterations=8, bits=(5,),
                              index_bits=5, share_epochs=10),
     # Table 3: the Caffe LeNet-5 (431K) on MNIST, 66%/12%/8%/19% kept, 8-bit conv / 5-bit fc weights, 5-bit index.
+    # Each retraining round restarts at the baseline's LR 0.02 (README deviation 7: chosen among 0.002/0.01/0.02).
     "lenet5_mnist": Config(preset="lenet5_mnist", dataset="mnist", arch="lenet5_caffe", baseline_epochs=20,
-                           epochs=8, batch_size=128, optimizer="sgd", lr=0.02, retrain_lr=0.01, share_lr=1e-5,
+                           epochs=8, batch_size=128, optimizer="sgd", lr=0.02, retrain_lr=0.02, share_lr=1e-5,
                            weight_decay=5e-4, density=(0.66, 0.12, 0.08, 0.19), prune_iterations=6,
                            bits=(8, 8, 5, 5), index_bits=5, share_epochs=4),
     # ResNet-20 from the shared akamaster weights, on our CIFAR-10 JPEG q75 copy.
