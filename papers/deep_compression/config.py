@@ -45,7 +45,8 @@ class Config(BaseConfig):
     share_epochs: int = 3
     """Epochs of centroid fine-tuning (Eq. 3)."""
     optimizer: str = "adam"
-    """Optimizer of every stage: adam or sgd (momentum 0.9; a centroid's step is then its members' summed gradient, Eq. 3, so keep --share-lr small)."""
+    """Optimizer of every stage: adam or sgd (momentum 0.9; a centroid's step is then its members' summed gradient,
+    Eq. 3, so keep --share-lr small)."""
     retrain_lr: float = 1e-4
     """Learning rate of retraining after each pruning round (the paper retrains at a lower rate)."""
     share_lr: float = 1e-4

@@ -115,8 +115,10 @@ def stage_rows(run: dict) -> list[dict]:
     rows += [
         {"setting": f"{base}: float error", "ours": st["float"]["error"], "paper": summ.get("error_ref"),
          "ref": summ.get("ref"), "unit": "%"},
-        {"setting": f"{base}: error after pruning", "ours": st["pruned"]["error"], "paper": None, "ref": None, "unit": "%"},
-        {"setting": f"{base}: error after sharing", "ours": st["shared"]["error"], "paper": None, "ref": None, "unit": "%"},
+        {"setting": f"{base}: error after pruning", "ours": st["pruned"]["error"], "paper": None,
+         "ref": None, "unit": "%"},
+        {"setting": f"{base}: error after sharing", "ours": st["shared"]["error"], "paper": None,
+         "ref": None, "unit": "%"},
         {"setting": f"{base}: error of the decoded file", "ours": st["huffman"]["error"], "paper": summ.get("error"),
          "ref": summ.get("ref"), "unit": "%"},
         {"setting": f"{base}: compressed size", "ours": round(st["huffman"]["size_bytes"] / 1000, 1),
@@ -274,7 +276,8 @@ def build(out_dir: Path | None = None) -> dict[str, Path]:
     if default_out:
         block = f"{md_stages}\n\n" + "\n\n".join(md_layers)
         if md_init:
-            block += f"\n\nCentroid initialisation (test error %, after sharing and fine-tuning; short budget):{md_init}"
+            block += ("\n\nCentroid initialisation (test error %, after sharing and fine-tuning; short budget):"
+                      f"{md_init}")
         update_readme_block(README, "results", block)
     return written
 

@@ -241,7 +241,8 @@ def main(cfg: Config, callbacks: Iterable[Callback] = ()) -> dict:
         restored = load_into(build_model(cfg, data), decode(run.dir / "model.nqdc")).eval()
         same = torch.equal(predictions(restored, data.x_test), predictions(model, data.x_test))
         if not same:
-            raise NnqError(f"{run.dir / 'model.nqdc'} does not reproduce the shared model's predictions; please report this")
+            raise NnqError(f"{run.dir / 'model.nqdc'} does not reproduce the shared model's predictions; "
+                           "please report this")
         final_error = _error(restored, data)
 
         table = layer_table(final.layers, shared_file.layers, bits)
