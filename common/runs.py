@@ -1,47 +1,31 @@
-"""Run folders: config, environment, metrics, checkpoints and one summary schema for every paper.
+"""Run folders: config, environment, metrics, checkpoints and the typed summary.
 
 A run lives in ``<out_dir>/<paper>/<preset>__<key>__s<seed>__<timestamp>/`` and holds
-``config.json``, ``env.json``, ``metrics.jsonl``, ``summary.json``, checkpoints and any search
-artifact. Every file is written atomically (temporary file + rename), so a killed process
-never leaves half a file. ``approve`` copies a finished run's small files into
-``papers/<paper>/results/runs/``, from where ``results.py`` builds figures and tables.
-
-Command line::
-
-    python -m common.runs approve RUN_DIR [RUN_DIR ...]
-    python -m common.runs list PAPER
+``config.json``, ``env.json``, ``metrics.jsonl``, ``summary.json`` (a :class:`common.summary.Summary`),
+``points.json`` when it measured several models, checkpoints and the real artifact. Every file is
+written atomically (:func:`common.paths.atomic_path`), so a killed process never leaves half a file.
+Approving a run for the slides is :mod:`common.results`.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import datetime as _dt
 import json
 import os
 import platform
 import resource
-import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Iterator
 
 import torch
 
+from common import distributed
 from common.errors import NnqError
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
-
-SUMMARY_KEYS = ("paper", "preset", "dataset", "status", "metric", "value", "fp_value", "params",
-                "model_bits", "size_bytes", "compression_ratio", "train_time_s", "peak_mem_mb",
-                "run_dir", "commit", "dirty")
-
-# Files an approved run keeps: small, text, reproducible from the run.
-_APPROVE_SUFFIXES = (".json", ".jsonl", ".csv", ".md")
-_APPROVE_MAX_BYTES = 2_000_000
-
+from common.paths import REPO_ROOT, atomic_path, atomic_write_text
+from common.summary import POINTS_FILE, SUMMARY_FILE, Summary, validate
 
 def git_state(root: Path = REPO_ROOT) -> tuple[str, bool]:
     """(commit hash, dirty flag) of the checkout holding this code; ("unknown", True) outside git."""
@@ -87,6 +71,17 @@ def cpu_name() -> str:
     return platform.processor() or "unknown"
 
 
+def cpu_flags() -> list[str]:
+    """The CPU's feature flags from /proc/cpuinfo (Linux; empty elsewhere), e.g. avx2, avx512f, popcnt."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return sorted(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return []
+
+
 def peak_mem_mb() -> float:
     """Peak memory of this process: CUDA allocator peak on a GPU, else the max resident set size."""
     if torch.cuda.is_available():
@@ -94,34 +89,10 @@ def peak_mem_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write text to path through a temporary file in the same folder and a rename."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def atomic_torch_save(obj: Any, path: Path) -> None:
-    """torch.save through a temporary file and a rename: a killed process leaves the old file."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    """torch.save through :func:`common.paths.atomic_path`: a killed process leaves the old file."""
+    with atomic_path(path) as tmp:
         torch.save(obj, tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class Run:
@@ -131,7 +102,7 @@ class Run:
         self.dir = Path(run_dir)
         self.read_only = read_only  # the non-main processes of a multi-process run write nothing
         self.config: dict[str, Any] = json.loads((self.dir / "config.json").read_text())
-        self.paper: str = json.loads((self.dir / "summary.json").read_text())["paper"]
+        self.paper: str = json.loads((self.dir / SUMMARY_FILE).read_text())["paper"]
 
     @classmethod
     def create(cls, paper: str, preset: str, key: str, seed: int, out_dir: str | Path,
@@ -145,15 +116,15 @@ class Run:
         run_dir.mkdir(parents=True)
         atomic_write_text(run_dir / "config.json", json.dumps(config, indent=2, sort_keys=True))
         atomic_write_text(run_dir / "env.json", json.dumps(environment(), indent=2))
-        atomic_write_text(run_dir / "summary.json", json.dumps(
-            {"paper": paper, "preset": preset, "status": "running", "run_dir": str(run_dir)}, indent=2))
+        running = Summary(paper=paper, preset=preset, seed=seed, run_dir=str(run_dir))
+        atomic_write_text(run_dir / SUMMARY_FILE, json.dumps(running.to_dict(), indent=2))
         (run_dir / "metrics.jsonl").touch()
         return cls(run_dir)
 
     @classmethod
     def open(cls, run_dir: str | Path) -> "Run":
         run_dir = Path(run_dir)
-        for name in ("config.json", "summary.json"):
+        for name in ("config.json", SUMMARY_FILE):
             if not (run_dir / name).is_file():
                 raise NnqError(f"{run_dir} is not a run folder (no {name}); pass a folder made by a train command")
         return cls(run_dir)
@@ -165,10 +136,8 @@ class Run:
         Under ``torchrun`` / ``accelerate launch`` the main process makes the folder and the
         others open it read-only, so that every process resumes from the same checkpoints.
         """
-        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-            from common.train import accelerator
-
-            state = accelerator()  # joins the process group
+        if distributed.world_size() > 1:
+            state = distributed.accelerator(getattr(cfg, "precision", "fp32"))  # joins the process group
             box = [str(cls._start_here(paper, cfg, key).dir) if state.is_main_process else None]
             torch.distributed.broadcast_object_list(box, src=0)
             return cls(Path(box[0]), read_only=not state.is_main_process)
@@ -207,7 +176,7 @@ class Run:
         return read_jsonl(self.dir / "metrics.jsonl")
 
     def rewrite_metrics(self, records: list[dict[str, Any]]) -> None:
-        """Replace metrics.jsonl (used on resume to drop lines of an epoch that did not finish)."""
+        """Replace metrics.jsonl (used on resume to drop lines written after the last checkpoint)."""
         if self.read_only:
             return
         atomic_write_text(self.dir / "metrics.jsonl",
@@ -245,58 +214,42 @@ class Run:
             self.set_status("failed", f"{type(exc).__name__}: {exc}")
             raise
 
-    # -- status ------------------------------------------------------------------------------
+    # -- status and summary -------------------------------------------------------------------
     def set_status(self, status: str, message: str | None = None) -> None:
         if self.read_only:
             return
-        summary = self.read_json("summary.json")
+        summary = self.read_json(SUMMARY_FILE)
         summary["status"] = status
-        if message:
-            summary["message"] = message
-        else:
-            summary.pop("message", None)
-        self.write_json("summary.json", summary)
+        summary["message"] = message
+        self.write_json(SUMMARY_FILE, summary)
 
-    def finish(self, fields: dict[str, Any]) -> dict[str, Any]:
-        """Write the final summary.json (status finished) and return it.
+    def _row(self, fields: dict[str, Any]) -> dict[str, Any]:
+        """A finished row: the run's own facts (paper, preset, seed, code state, ...) + the method's fields."""
+        env = self.read_json("env.json")  # the code state the run started from
+        row = {"paper": self.paper, "preset": self.config.get("preset"), "status": "finished",
+               "seed": self.config.get("seed"), "dry_run": self.config.get("max_steps") is not None,
+               "peak_mem_mb": round(peak_mem_mb(), 1), "run_dir": str(self.dir),
+               "commit": env.get("commit", "unknown"), "dirty": bool(env.get("dirty", True)), "message": None}
+        row.update(fields)
+        problems = validate(row)
+        if problems:
+            raise ValueError(f"{self.dir}: the summary breaks the schema: {'; '.join(problems)}")
+        return Summary(**row).to_dict()
+
+    def finish(self, fields: dict[str, Any], points: list[dict[str, Any]] | None = None) -> Summary:
+        """Write the final summary.json (status finished), and points.json when given; return the summary.
 
         Args:
-            fields: at least dataset, metric, value, fp_value, params, model_bits, size_bytes,
-                compression_ratio, train_time_s; any extra keys are kept after the common ones.
+            fields: the method's fields of :class:`common.summary.Summary` (method, dataset, metric, value,
+                fp_value, fp_recipe, w_bits, ..., extra); the run's own facts are filled in here.
+            points: further models measured by the run (same fields; each is validated), e.g. a sweep's
+                points or the BWN beside the XNOR-Net.
         """
-        env = self.read_json("env.json")  # the code state the run started from
-        commit, dirty = env.get("commit", "unknown"), env.get("dirty", True)
-        summary = {"paper": self.paper, "preset": self.config.get("preset"), "status": "finished",
-                   "peak_mem_mb": round(peak_mem_mb(), 1), "run_dir": str(self.dir),
-                   "commit": commit, "dirty": dirty}
-        summary.update(fields)
-        missing = [k for k in SUMMARY_KEYS if k not in summary]
-        if missing:
-            raise ValueError(f"summary lacks {missing}")
-        ordered = {k: summary[k] for k in SUMMARY_KEYS}
-        ordered.update({k: v for k, v in summary.items() if k not in ordered})
-        self.write_json("summary.json", ordered)
-        return ordered
-
-
-def read_safetensors(path: str | Path, fmt: str, what: str) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
-    """(metadata, tensors) of a safetensors artifact whose metadata says ``format == fmt``.
-
-    Raises:
-        NnqError: one line, for an unreadable or truncated file (``what`` names it, e.g. "packed XNOR file")
-            or a file of another format.
-    """
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as exc:  # noqa: BLE001 - any failure to parse is the same error for the user
-        raise NnqError(f"{path} is not a readable {what} ({type(exc).__name__}); re-run training") from None
-    if meta.get("format") != fmt:
-        raise NnqError(f"{path} is not a {fmt} file (format={meta.get('format')!r})")
-    return meta, tensors
+        if points is not None:
+            self.write_json(POINTS_FILE, [self._row(p) for p in points])
+        summary = self._row(fields)
+        self.write_json(SUMMARY_FILE, summary)
+        return Summary(**summary)
 
 
 def _json_default(obj: Any) -> Any:
@@ -322,131 +275,3 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
         except json.JSONDecodeError:
             break
     return records
-
-
-def format_summary(summary: dict[str, Any]) -> str:
-    """The one-screen summary printed at the end of a train/quantize command."""
-    def fmt(v: Any, unit: str = "") -> str:
-        if v is None:
-            return "—"
-        if isinstance(v, float):
-            return f"{v:,.2f}{unit}"
-        if isinstance(v, int):
-            return f"{v:,}{unit}"
-        return f"{v}{unit}"
-
-    label = f"{summary.get('preset')} preset" + (" (CPU-sized, not the paper's budget)"
-                                                 if summary.get("preset") == "quick" else "")
-    lines = [
-        f"{summary.get('paper')} · {label} · {summary.get('dataset')} · status: {summary.get('status')}",
-        f"  {summary.get('metric', 'metric')}: {fmt(summary.get('value'))}   "
-        f"float baseline: {fmt(summary.get('fp_value'))}",
-        f"  params: {fmt(summary.get('params'))}   model bits: {fmt(summary.get('model_bits'))}",
-        f"  artifact size: {fmt(summary.get('size_bytes'), ' B')}   compression vs fp32: "
-        f"{fmt(summary.get('compression_ratio'), '×')}",
-        f"  train time: {fmt(summary.get('train_time_s'), ' s')}   "
-        f"peak memory: {fmt(summary.get('peak_mem_mb'), ' MB')}",
-        f"  run folder: {summary.get('run_dir')}",
-        f"  approve it for the slides: python -m common.runs approve {summary.get('run_dir')}",
-    ]
-    return "\n".join(lines)
-
-
-def results_dir(paper: str) -> Path:
-    return REPO_ROOT / "papers" / paper / "results"
-
-
-def approve(run_dir: str | Path) -> Path:
-    """Copy a finished run's small files into papers/<paper>/results/runs/<run-name>/."""
-    run = Run.open(run_dir)
-    summary = run.read_json("summary.json")
-    if summary.get("status") != "finished":
-        raise NnqError(f"{run.dir} has status {summary.get('status')!r}; only finished runs can be approved")
-    if not (REPO_ROOT / "papers" / run.paper).is_dir():
-        raise NnqError(f"no package papers/{run.paper} for this run")
-    dest = results_dir(run.paper) / "runs" / run.dir.name
-    dest.mkdir(parents=True, exist_ok=True)
-    for src in sorted(run.dir.iterdir()):
-        if src.is_file() and src.suffix in _APPROVE_SUFFIXES and src.stat().st_size <= _APPROVE_MAX_BYTES:
-            shutil.copy2(src, dest / src.name)
-    return dest
-
-
-def load_approved(paper: str, root: Path | None = None, *, required: bool = False) -> list[dict[str, Any]]:
-    """Approved runs of a paper: dicts with dir, summary, config, metrics (oldest first).
-
-    Args:
-        required: raise NnqError (saying how to make them) when there is none.
-    """
-    base = (root or results_dir(paper)) / "runs"
-    out = []
-    for d in sorted(base.glob("*/")) if base.is_dir() else []:
-        if not (d / "summary.json").is_file():
-            continue
-        out.append({"dir": d, "summary": json.loads((d / "summary.json").read_text()),
-                    "config": json.loads((d / "config.json").read_text()),
-                    "metrics": read_jsonl(d / "metrics.jsonl")})
-    if required and not out:
-        raise NnqError(f"no approved runs in {base}; make them with `python -m papers.{paper}.results --run` "
-                       f"(or train and `python -m common.runs approve RUN_DIR`)")
-    return out
-
-
-def run_missing(paper: str, grid: Iterable[str], presets: dict[str, Any], main: Callable[[Any], dict],
-                have: set[str] | None = None) -> list[Path]:
-    """Train and approve each preset of ``grid`` that has no approved run of ``paper`` yet.
-
-    Args:
-        have: presets already covered (default: those of the approved runs).
-    """
-    have = {r["summary"]["preset"] for r in load_approved(paper)} if have is None else have
-    approved = []
-    for preset in grid:
-        if preset not in have:
-            approved.append(approve(main(presets[preset])["run_dir"]))
-            print(f"approved {approved[-1]}")
-    return approved
-
-
-def results_cli(paper: str, *, build: Callable[[Path | None], dict[str, Path]], run: Callable[[], object],
-                grid: Iterable[str], argv: list[str] | None = None) -> None:
-    """The command line of every ``papers/<paper>/results.py``: ``[--run] [--out-dir DIR]``."""
-    parser = argparse.ArgumentParser(prog=f"python -m papers.{paper}.results",
-                                     description=f"Figures, tables and deck of papers/{paper} from its approved runs.")
-    parser.add_argument("--run", action="store_true",
-                        help=f"first train and approve the missing experiments of the grid {tuple(grid)}")
-    parser.add_argument("--out-dir", type=Path, default=None, help=f"write here instead of papers/{paper}/results/")
-    args = parser.parse_args(argv)
-    try:
-        if args.run:
-            run()
-        for name, path in build(args.out_dir).items():
-            print(f"{name}: {path}")
-    except NnqError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
-
-
-def _main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m common.runs", description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="cmd", required=True)
-    p = sub.add_parser("approve", help="copy finished runs into papers/<paper>/results/runs/")
-    p.add_argument("run_dirs", nargs="+")
-    p = sub.add_parser("list", help="list a paper's approved runs")
-    p.add_argument("paper")
-    args = parser.parse_args(argv)
-    try:
-        if args.cmd == "approve":
-            for d in args.run_dirs:
-                print(f"approved {d} -> {approve(d)}")
-        else:
-            for r in load_approved(args.paper):
-                s = r["summary"]
-                print(f"{r['dir'].name}: {s['metric']}={s['value']} size={s['size_bytes']} B")
-    except NnqError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
-
-
-if __name__ == "__main__":
-    _main()

@@ -1,22 +1,32 @@
 """The one training loop of the study, on Hugging Face ``accelerate``.
 
-``fit`` trains a model on an on-device :class:`common.data.DataBundle`, evaluates it after every
-epoch, appends the evaluation to the run's ``metrics.jsonl`` and writes an atomic checkpoint, so
-that ``--resume RUN_DIR`` continues exactly where the last complete epoch ended (model,
-optimizer, schedule, callbacks and random state are restored; shuffling is seeded per epoch).
-Papers hook their per-step work (weight clipping, pruning masks, basis updates) into
-:class:`Callback`. A non-finite loss raises NnqError (``Run.guard`` marks the run ``failed``); Ctrl-C
-leaves the last complete epoch on disk (``Run.guard`` marks the run ``cancelled``).
+``fit`` trains a model for a budget of epochs or of optimizer steps on a data source — in-memory tensors
+(:class:`common.data.DataBundle`) or a streaming folder data set — and evaluates it on the **validation**
+split after every epoch (and at the end); the test split is never read here: a paper's ``train.py`` reads
+it once per reported model (:func:`common.evaluate.evaluate_split`). Each evaluation is appended to the
+run's ``metrics.jsonl``; an atomic checkpoint is written after every epoch and every ``ckpt_every`` steps,
+so that ``--resume RUN_DIR`` continues exactly where the last checkpoint was taken, in the middle of an
+epoch too (model, optimizer, schedule, callbacks, random state and the position in the epoch's data order
+are restored; the order and augmentation are functions of seed, epoch and batch index).
+Papers hook their per-step work (weight clipping, pruning masks, basis updates) into :class:`Callback`.
+
+Options for paper-scale runs: a step budget with a per-step schedule (:func:`cosine_per_step`), gradient
+accumulation, mixed precision through accelerate (``bf16`` on GPUs; fp32 stays the CPU default because
+bf16 is far slower on CPUs without AMX), ``channels_last`` on GPUs, images/s in the metrics and on the
+progress bar, and a dry-run truncation ``max_steps`` (from ``--max-steps``; every stage stops after that
+many optimizer steps, then evaluates; the summary says ``dry_run: true``).
+
+A non-finite loss raises NnqError (``Run.guard`` marks the run ``failed``); Ctrl-C leaves the last
+checkpoint on disk (``Run.guard`` marks the run ``cancelled``).
 
 Several processes: on GPUs ``accelerate launch -m papers.<name>.train ...``; on CPUs
-``ACCELERATE_USE_CPU=1 torchrun --nproc_per_node 2 -m papers.<name>.train ...`` (plain
-``accelerate launch --cpu`` starts a single process). Each process trains on its shard of every
-epoch's permutation; gradients are averaged by DDP; only the main process writes files.
-Compute stays in fp32 on the CPU: bf16/fp16 matmuls are far slower than fp32 there.
+``ACCELERATE_USE_CPU=1 torchrun --nproc_per_node 2 -m papers.<name>.train ...``. Each process trains on
+its shard of every epoch's permutation; gradients are averaged by DDP; only the main process writes files.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import sys
@@ -30,11 +40,11 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from common.data import DataBundle, iterate_batches
+from common.distributed import accelerator
 from common.errors import NnqError
-from common.evaluate import accuracy
+from common.evaluate import evaluate_split
 from common.runs import Run
-
+from common.settings import cosine_lr_factor
 
 _GUARD_EVERY = 50
 
@@ -54,6 +64,7 @@ class TrainContext:
     optimizer: torch.optim.Optimizer
     epoch: int = 0
     step: int = 0
+    """Optimizer steps taken so far in this stage (over all epochs)."""
     metrics: dict[str, Any] = field(default_factory=dict)
     run: Run | None = None
 
@@ -76,55 +87,80 @@ class Callback:
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
-def accelerator():
-    """The process's Accelerator (fp32; multi-process under torchrun / accelerate launch)."""
-    from accelerate import Accelerator
-
-    return Accelerator(mixed_precision="no")
-
-
-def end_training() -> None:
-    """Call once when a command's training is over (``cli_main`` does): ends accelerate's
-    trackers and process group. No-op when no training ran in this process."""
-    from accelerate.state import PartialState
-
-    if PartialState._shared_state:
-        accelerator().end_training()
+def cosine_per_step(optimizer: torch.optim.Optimizer, total_steps: int,
+                    warmup_steps: int = 0) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up over ``warmup_steps``, then cosine decay to 0 at ``total_steps``; step it every
+    optimizer step (``fit(..., scheduler_interval="step")``)."""
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: cosine_lr_factor(s, total_steps, warmup_steps))
 
 
-def fit(model: nn.Module, data: DataBundle, *, epochs: int, batch_size: int,
-        optimizer: torch.optim.Optimizer, scheduler: Any = None,
+def fit(model: nn.Module, data: Any, *, optimizer: torch.optim.Optimizer, batch_size: int,
+        epochs: int | None = None, steps: int | None = None, scheduler: Any = None,
+        scheduler_interval: str = "epoch",
         loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy,
         callbacks: Iterable[Callback] = (), run: Run | None = None, tag: str = "main", seed: int = 0,
-        desc: str | None = None, eval_batch_size: int = 1000) -> dict[str, Any]:
-    """Train ``model`` for ``epochs`` epochs and return its final test metrics and history.
+        desc: str | None = None, eval_batch_size: int = 1000, grad_accum: int | None = None,
+        ckpt_every: int | None = None, max_steps: int | None = None, precision: str | None = None,
+        channels_last: bool | None = None) -> dict[str, Any]:
+    """Train ``model`` for ``epochs`` epochs or ``steps`` optimizer steps; return its validation metrics.
 
     Args:
         model: the network; trained in place.
-        data: on-device train/test tensors and the augmentation to apply.
-        epochs: total epochs (a resumed run trains only the missing ones).
-        batch_size: mini-batch size per process.
+        data: a data source: ``common.data.DataBundle`` or a streaming folder set (same methods).
         optimizer: built over ``model.parameters()``.
-        scheduler: stepped once per epoch (``scheduler.step()``), or None.
+        batch_size: samples per micro-batch per process (an optimizer step takes ``grad_accum`` of them).
+        epochs: budget in epochs (a resumed run trains only the missing part).
+        steps: budget in optimizer steps instead of epochs (the last epoch may be partial).
+        scheduler: an LR scheduler, stepped per ``scheduler_interval``, or None.
+        scheduler_interval: "epoch" or "step" (after every optimizer step).
         loss_fn: ``loss_fn(logits, labels) -> scalar``.
         callbacks: :class:`Callback` objects, called in order.
         run: the run folder for metrics and checkpoints; None trains without files.
         tag: names this training stage's checkpoint (``<tag>.ckpt.pt``) and metric lines, so one
             run can hold several stages (float baseline, binary model, retraining ...).
-        seed: seeds the per-epoch shuffle and augmentation.
+        seed: seeds the data order and augmentation (with the epoch and batch index).
         desc: progress-bar label.
-        eval_batch_size: batch size of the per-epoch evaluation.
+        eval_batch_size: batch size of the validation evaluation.
+        grad_accum: micro-batches whose gradients are summed into one optimizer step.
+        ckpt_every: also checkpoint every this many optimizer steps (paper-scale epochs take hours).
+        max_steps: dry-run truncation: stop after this many optimizer steps of this stage. Not a budget:
+            budgets are ``epochs`` / ``steps``.
+        precision: "fp32", "bf16" or "fp16" (autocast through accelerate; keep fp32 on CPUs).
+        channels_last: convert the model and the inputs to channels-last memory format; default: on a GPU.
+
+    ``grad_accum``, ``ckpt_every``, ``max_steps`` and ``precision`` default to the run's configuration
+    (the ``BaseConfig`` fields ``--grad-accum``, ``--ckpt-every``, ``--max-steps``, ``--precision``), so every
+    paper's stages honour those flags; without a run: 1, none, none, "fp32".
 
     Returns:
-        dict with ``top1``, ``top5``, ``loss`` (test, after the last epoch), ``history`` (one
-        record per epoch) and ``train_time_s`` (sum of the epochs' training time).
+        dict with ``val`` (the validation metrics of the final model, or None without a validation split),
+        ``history`` (one record per evaluation), ``steps`` (optimizer steps taken), ``train_time_s`` (time in
+        training steps) and ``truncated`` (whether ``max_steps`` stopped the stage early).
     """
+    if (epochs is None) == (steps is None):
+        raise ValueError("give exactly one budget: epochs or steps")
+    if scheduler_interval not in ("epoch", "step"):
+        raise ValueError(f"scheduler_interval must be 'epoch' or 'step', got {scheduler_interval!r}")
+    given = run.config if run is not None else {}
+    grad_accum = grad_accum or given.get("grad_accum") or 1
+    ckpt_every = ckpt_every or given.get("ckpt_every")
+    max_steps = max_steps or given.get("max_steps")
+    precision = precision or given.get("precision") or "fp32"
+    if grad_accum < 1:
+        raise NnqError(f"--grad-accum must be at least 1, got {grad_accum}")
     callbacks = list(callbacks)
-    acc = accelerator()
+    acc = accelerator(precision)
+    if channels_last is None:
+        channels_last = acc.device.type == "cuda"
+    world, rank = acc.num_processes, acc.process_index
+    per_epoch = max(data.train_steps_per_epoch(batch_size, world) // grad_accum, 1)  # a last partial group is dropped
+    budget = steps if steps is not None else epochs * per_epoch
+    stop_at = budget if max_steps is None else min(budget, max_steps)
+    n_epochs = -(-budget // per_epoch)
     ckpt_name = f"{tag}.ckpt.pt"
-    history: list[dict[str, Any]] = []
-    start_epoch = 0
 
+    history: list[dict[str, Any]] = []
+    start_epoch, start_batch, start_step, train_time = 1, 0, 0, 0.0
     if run is not None and run.has_checkpoint(ckpt_name):
         state = run.load_checkpoint(ckpt_name)
         try:
@@ -138,96 +174,134 @@ def fit(model: nn.Module, data: DataBundle, *, epochs: int, batch_size: int,
         for cb, cb_state in zip(callbacks, state.get("callbacks", [])):
             cb.load_state_dict(cb_state)
         torch.set_rng_state(state["rng"])
-        start_epoch = int(state["epoch"])
+        start_epoch, start_batch = int(state["epoch"]), int(state["batch"])
+        start_step, train_time = int(state["step"]), float(state["train_time_s"])
         history = list(state["history"])
         if acc.is_main_process:  # drop metric lines written after that checkpoint
-            kept = [r for r in run.metrics() if r.get("tag") != tag or r.get("epoch", 0) <= start_epoch]
+            kept = [r for r in run.metrics() if r.get("tag") != tag or r.get("step", 0) <= start_step]
             run.rewrite_metrics(kept)
 
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
     model, optimizer = acc.prepare(model, optimizer)
     raw_model = acc.unwrap_model(model)
     device = acc.device
-    x_train, y_train = data.x_train.to(device), data.y_train.to(device)
-    x_test, y_test = data.x_test.to(device), data.y_test.to(device)
-    world, rank = acc.num_processes, acc.process_index
-    n_local = len(x_train) // world if world > 1 else len(x_train)
-    steps_per_epoch = -(-n_local // batch_size)
-
-    ctx = TrainContext(model=raw_model, optimizer=optimizer, epoch=start_epoch,
-                       step=start_epoch * steps_per_epoch, run=run)
+    if not data.streaming:
+        data = data.to(device)  # small sets live on the training device as tensors
+    ctx = TrainContext(model=raw_model, optimizer=optimizer, epoch=start_epoch, step=start_step, run=run)
     for cb in callbacks:
         cb.on_train_start(ctx)
 
-    bar = tqdm(total=epochs * steps_per_epoch, initial=start_epoch * steps_per_epoch,
-               desc=desc or tag, unit="step", dynamic_ncols=True, mininterval=1.0,
-               disable=not acc.is_main_process or os.environ.get("NNQ_PROGRESS") == "0")
+    def checkpoint(epoch: int, batch: int) -> None:
+        if run is not None and acc.is_main_process:
+            run.save_checkpoint({
+                "model": raw_model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                "callbacks": [cb.state_dict() for cb in callbacks], "rng": torch.get_rng_state(),
+                "epoch": epoch, "batch": batch, "step": ctx.step, "train_time_s": train_time,
+                "history": history}, ckpt_name)
+
+    def evaluate(epoch: int) -> None:
+        val = evaluate_split(model, data, "val", batch_size=eval_batch_size) if data.has_split("val") else None
+        record = {"tag": tag, "epoch": epoch, "step": ctx.step, "train_loss": seen_loss(),
+                  "val_top1": None if val is None else val["top1"], "val_top5": None if val is None else val["top5"],
+                  "val_loss": None if val is None else val["loss"], "lr": optimizer.param_groups[0]["lr"],
+                  "train_time_s": round(train_time, 3), "images_per_s": round(images / max(window_s, 1e-9), 1)}
+        ctx.metrics = record
+        for cb in callbacks:
+            cb.on_epoch_end(ctx)
+        history.append(record)
+        if acc.is_main_process:
+            shown = "no validation split" if val is None else f"val top-1 {val['top1']:.2f}%"
+            tqdm.write(f"[{tag}] epoch {epoch}, step {ctx.step}/{budget}  loss {record['train_loss']:.4f}  {shown}  "
+                       f"({record['images_per_s']:.0f} img/s)", file=sys.stderr)
+        if run is not None and acc.is_main_process:
+            run.log_metrics(record)
+
+    autocast = acc.autocast if precision != "fp32" else contextlib.nullcontext
+    bar = tqdm(total=stop_at, initial=min(start_step, stop_at), desc=desc or tag, unit="step", dynamic_ncols=True,
+               mininterval=1.0, disable=not acc.is_main_process or os.environ.get("NNQ_PROGRESS") == "0")
+    loss_sum = torch.zeros((), device=device)
+    n_seen = images = 0
+    window_s = 0.0
+
+    def seen_loss() -> float:
+        return (loss_sum / max(n_seen, 1)).item()
+
     try:
-        for epoch in range(start_epoch + 1, epochs + 1):
+        epoch = start_epoch
+        while ctx.step < stop_at and epoch <= n_epochs:
             ctx.epoch = epoch
-            for cb in callbacks:
-                cb.on_epoch_start(ctx)
-            gen = torch.Generator(device="cpu").manual_seed(seed * 1_000_003 + epoch)
-            if world > 1:  # same permutation on every process, one shard each
-                perm = torch.randperm(len(x_train), generator=gen)[rank::world][:n_local].to(device)
-                batches = iterate_batches(x_train[perm], y_train[perm], batch_size, shuffle=False,
-                                          generator=gen, augment=data.augment)
-            else:
-                batches = iterate_batches(x_train, y_train, batch_size, shuffle=True, generator=gen,
-                                          augment=data.augment)
+            skip = start_batch if epoch == start_epoch else 0
+            if skip == 0:
+                for cb in callbacks:
+                    cb.on_epoch_start(ctx)
             model.train()
-            loss_sum = torch.zeros((), device=device)
-            n_seen = 0
+            optimizer.zero_grad(set_to_none=True)
+            loss_sum.zero_()
+            n_seen = images = 0
+            window_s = 0.0
+            micro = skip
             t0 = time.perf_counter()
-            for xb, yb in batches:
-                loss = loss_fn(model(xb), yb)
-                optimizer.zero_grad(set_to_none=True)
-                acc.backward(loss)
+            for xb, yb in data.train_batches(epoch=epoch, seed=seed, batch_size=batch_size, rank=rank, world=world,
+                                             skip=skip):
+                xb = xb.to(device, non_blocking=True)
+                yb = yb.to(device, non_blocking=True)
+                if channels_last and xb.dim() == 4:
+                    xb = xb.contiguous(memory_format=torch.channels_last)
+                last_micro = (micro + 1) % grad_accum == 0
+                with (contextlib.nullcontext() if last_micro else acc.no_sync(model)), autocast():
+                    loss = loss_fn(model(xb), yb)
+                    acc.backward(loss / grad_accum)
+                micro += 1
+                loss_sum.add_(loss.detach().float(), alpha=len(xb))
+                n_seen += len(xb)
+                if not last_micro:
+                    continue
                 optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
                 ctx.step += 1
+                if scheduler is not None and scheduler_interval == "step":
+                    scheduler.step()
                 for cb in callbacks:
                     cb.after_step(ctx)
-                loss_sum.add_(loss.detach(), alpha=len(xb))
-                n_seen += len(xb)
-                bar.update(1)
                 # NaN/inf guard; checked every _GUARD_EVERY steps so a GPU is not synchronised each step
                 if ctx.step % _GUARD_EVERY == 0 and not torch.isfinite(loss_sum):
                     raise _Diverged(epoch, ctx.step)
+                dt = time.perf_counter() - t0
+                train_time += dt
+                window_s += dt
+                images += len(xb) * grad_accum * world
+                bar.update(1)
+                if ctx.step % 10 == 0:
+                    bar.set_postfix(loss=f"{seen_loss():.3f}", img_s=f"{images / max(window_s, 1e-9):.0f}")
+                if ctx.step >= stop_at or micro >= per_epoch * grad_accum:
+                    break
+                if ckpt_every and ctx.step % ckpt_every == 0 and micro < per_epoch * grad_accum:
+                    checkpoint(epoch, micro)
+                t0 = time.perf_counter()
             if not torch.isfinite(loss_sum):  # never checkpoint a diverged epoch
                 raise _Diverged(epoch, ctx.step)
-            train_s = time.perf_counter() - t0
-            if scheduler is not None:
+            epoch_done = ctx.step < stop_at or micro >= per_epoch * grad_accum
+            if scheduler is not None and scheduler_interval == "epoch" and epoch_done:
                 scheduler.step()
-            test = accuracy(model, x_test, y_test, batch_size=eval_batch_size)
-            record = {"tag": tag, "epoch": epoch, "train_loss": (loss_sum / max(n_seen, 1)).item(),
-                      "test_top1": test["top1"], "test_top5": test["top5"], "test_loss": test["loss"],
-                      "lr": optimizer.param_groups[0]["lr"], "epoch_train_s": round(train_s, 4)}
-            ctx.metrics = record
-            for cb in callbacks:
-                cb.on_epoch_end(ctx)
-            history.append(record)
-            bar.set_postfix(loss=f"{record['train_loss']:.3f}", top1=f"{test['top1']:.2f}")
-            if acc.is_main_process:
-                tqdm.write(f"[{tag}] epoch {epoch}/{epochs}  loss {record['train_loss']:.4f}  "
-                           f"test top-1 {test['top1']:.2f}%  ({train_s:.1f} s)", file=sys.stderr)
-            if run is not None and acc.is_main_process:
-                run.log_metrics(record)
-                run.save_checkpoint({
-                    "model": raw_model.state_dict(), "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                    "callbacks": [cb.state_dict() for cb in callbacks], "rng": torch.get_rng_state(),
-                    "epoch": epoch, "history": history}, ckpt_name)
+            evaluate(epoch)
+            checkpoint(epoch + 1, 0) if epoch_done else checkpoint(epoch, micro)
+            epoch += 1
     except _Diverged as exc:
         raise NnqError(str(exc)) from None
     finally:
         bar.close()
-
-    final = accuracy(model, x_test, y_test, batch_size=eval_batch_size) if not history else {
-        "top1": history[-1]["test_top1"], "top5": history[-1]["test_top5"], "loss": history[-1]["test_loss"]}
-    return {**final, "history": history,
-            "train_time_s": round(sum(r["epoch_train_s"] for r in history), 3)}
+    if not history or history[-1]["step"] != ctx.step:  # a resumed stage that had nothing left to do
+        evaluate(max(epoch - 1, 1))
+    last = history[-1]
+    val = None if last["val_top1"] is None else {"top1": last["val_top1"], "top5": last["val_top5"],
+                                                  "loss": last["val_loss"]}
+    return {"val": val, "history": history, "steps": ctx.step, "train_time_s": round(train_time, 3),
+            "truncated": stop_at < budget}
 
 
 class _Diverged(Exception):
     def __init__(self, epoch: int, step: int):
         super().__init__(f"training diverged: the loss is not finite in epoch {epoch} (by step {step}); "
-                         "lower --lr (the run folder keeps the last finite epoch)")
+                         "lower --lr (the run folder keeps the last finite checkpoint)")

@@ -53,7 +53,7 @@ def _digest(folder: Path) -> dict:
 @pytest.fixture
 def finished_run(tmp_path, offline):
     cfg = dataclasses.replace(PRESETS["quick"], hidden=(32,), epochs=1, baseline_epochs=0, out_dir=str(tmp_path))
-    return Path(main(cfg)["run_dir"])
+    return Path(main(cfg).run_dir)
 
 
 def test_resume_with_a_different_config_is_refused_and_changes_nothing(finished_run, capsys):

@@ -1,4 +1,5 @@
-"""Tests of common.data: embedded digits, MNIST from $NNQ_DATA_DIR, missing-data errors, tensor augmentation."""
+"""Tests of common.data: embedded digits, MNIST from $NNQ_DATA_DIR, CIFAR-100 and SVHN files, missing-data errors,
+tensor augmentation (streamed image folders: test_streaming.py)."""
 
 import os
 from pathlib import Path
@@ -19,15 +20,17 @@ def _mnist_raw() -> Path | None:
 def test_digits_shapes_split_and_determinism():
     a = load_dataset("digits")
     b = load_dataset("digits")
-    assert a.x_train.shape == (1437, 1, 8, 8) and a.x_test.shape == (360, 1, 8, 8)  # 1797 * 0.2 -> 360 test
+    assert a.x_test.shape == (360, 1, 8, 8)  # 1797 * 0.2 -> 360 test
+    assert a.x_train.shape == (1150, 1, 8, 8) and a.x_val.shape == (287, 1, 8, 8)  # 1437 train, 287 held out
     assert a.x_train.dtype == torch.float32 and a.y_train.dtype == torch.int64
     assert a.input_shape == (1, 8, 8) and a.num_classes == 10 and a.augment == "none"
     assert torch.equal(a.x_train, b.x_train) and torch.equal(a.y_test, b.y_test)
     # stratified: every class in the test split with 35-37 samples
     counts = a.y_test.bincount(minlength=10)
     assert counts.min() >= 35 and counts.max() <= 37
-    # default normalisation uses the training statistics
-    assert abs(a.x_train.mean().item()) < 1e-4 and abs(a.x_train.std().item() - 1) < 1e-3
+    # default normalisation uses the statistics of the 1437 training images (train + val)
+    both = torch.cat([a.x_train, a.x_val])
+    assert abs(both.mean().item()) < 1e-4 and abs(both.std().item() - 1) < 1e-3
     raw = load_dataset("digits", normalize="none", limit_train=100, limit_test=50)
     assert raw.x_train.shape[0] == 100 and raw.x_test.shape[0] == 50
     assert raw.x_train.min() >= 0 and raw.x_train.max() <= 1 and raw.x_train.max() == 1
@@ -37,9 +40,10 @@ def test_mnist_from_data_dir_counts():
     if _mnist_raw() is None:
         pytest.skip("MNIST not in $NNQ_DATA_DIR")
     b = load_dataset("mnist")
-    assert b.x_train.shape == (60000, 1, 28, 28) and b.x_test.shape == (10000, 1, 28, 28)
+    assert b.x_train.shape == (55000, 1, 28, 28) and b.x_val.shape == (5000, 1, 28, 28)  # 60,000 less 5,000 held out
+    assert b.x_test.shape == (10000, 1, 28, 28)
     # train class counts from data/SOURCES.md
-    assert b.y_train.bincount()[:3].tolist() == [5923, 6742, 5958]
+    assert (b.y_train.bincount() + b.y_val.bincount())[:3].tolist() == [5923, 6742, 5958]
     r = load_dataset("mnist", resize=32, normalize="none", limit_train=10, limit_test=10)
     assert r.x_test.shape == (10, 1, 32, 32) and 0 <= r.x_test.min() and r.x_test.max() <= 1
 
@@ -75,7 +79,7 @@ def test_missing_cifar10_jpeg_names_file(tmp_path):
 def test_unknown_name_lists_known():
     with pytest.raises(NnqError) as e:
         load_dataset("imagenet22k")
-    assert "digits" in str(e.value) and "cifar10_jpeg" in str(e.value)
+    assert all(n in str(e.value) for n in ("digits", "cifar10_jpeg", "cifar100", "svhn", "imagefolder:"))
     with pytest.raises(NnqError):
         load_dataset("digits", normalize="zscore")
 
@@ -139,26 +143,99 @@ def test_iterate_batches_augment_keeps_labels():
         next(iterate_batches(d.x_train, d.y_train, 16, augment="mixup"))
 
 
-def test_imagefolder_decodes_in_class_order_and_caches(tmp_path, monkeypatch):
+def test_unpacked_cifar10_jpeg_decodes_in_class_order_and_caches(tmp_path, monkeypatch):
     from PIL import Image
 
     monkeypatch.setenv("NNQ_CACHE_DIR", str(tmp_path / "cache"))
-    root = tmp_path / "folder"
+    root = tmp_path / "data" / "CIFAR-10-images"
     for split, n in (("train", 3), ("test", 2)):
         for k, cls in enumerate(("b_cls", "a_cls")):  # created out of order: labels follow sorted names
             (root / split / cls).mkdir(parents=True)
             for i in range(n):
                 Image.new("RGB", (6, 6), (40 * k, 10 * i, 255)).save(root / split / cls / f"{i}.png")
-    a = load_dataset(f"imagefolder:{root}", normalize="none")
+    a = load_dataset("cifar10_jpeg", tmp_path / "data", normalize="none", val_size=0)
     assert a.x_train.shape == (6, 3, 6, 6) and a.x_test.shape == (4, 3, 6, 6) and a.num_classes == 2
     assert a.y_train.tolist() == [0, 0, 0, 1, 1, 1] and a.augment == "crop_flip"
     # "a_cls" (label 0) was drawn with red 40, "b_cls" with red 0
     assert torch.allclose(a.x_train[0, 0], torch.full((6, 6), 40 / 255)) and a.x_train[3, 0].max() == 0
-    assert len(list((tmp_path / "cache").glob("*.pt"))) == 1
-    b = load_dataset(f"imagefolder:{root}", normalize="none")  # from the cache
+    assert len(list((tmp_path / "cache" / "decoded").glob("*.pt"))) == 1
+    b = load_dataset("cifar10_jpeg", tmp_path / "data", normalize="none", val_size=0)  # from the cache
     assert torch.equal(a.x_train, b.x_train)
-    with pytest.raises(NnqError, match="train/ and test/"):
-        load_dataset(f"imagefolder:{tmp_path / 'nowhere'}")
+
+
+def _write_cifar100(base: Path, n_train: int = 60, n_test: int = 20) -> dict:
+    """The official python release's format: pickled dicts with 'data' (N, 3072) uint8 and 'fine_labels'."""
+    import pickle
+
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    base.mkdir(parents=True)
+    out = {}
+    for name, n in (("train", n_train), ("test", n_test)):
+        entry = {"filenames": [f"img_{i}.png" for i in range(n)], "batch_label": f"{name} batch",
+                 "fine_labels": rng.integers(0, 100, n).tolist(), "coarse_labels": rng.integers(0, 20, n).tolist(),
+                 "data": rng.integers(0, 256, (n, 3072), dtype=np.uint8)}
+        (base / name).write_bytes(pickle.dumps(entry, protocol=2))
+        out[name] = entry
+    (base / "meta").write_bytes(pickle.dumps({"fine_label_names": [f"c{i}" for i in range(100)],
+                                              "coarse_label_names": [f"s{i}" for i in range(20)]}, protocol=2))
+    return out
+
+
+def test_cifar100_reads_the_official_pickles(tmp_path, offline):
+    raw = _write_cifar100(tmp_path / "cifar-100-python")
+    d = load_dataset("cifar100", tmp_path, normalize="none", val_size=10)
+    assert d.num_classes == 100 and d.input_shape == (3, 32, 32) and d.label == "CIFAR-100"
+    assert d.x_train.shape == (50, 3, 32, 32) and d.x_val.shape == (10, 3, 32, 32) and d.x_test.shape == (20, 3, 32, 32)
+    assert d.y_test.tolist() == raw["test"]["fine_labels"]
+    # pixel (c, h, w) of image i is data[i, c * 1024 + h * 32 + w]
+    want = torch.from_numpy(raw["test"]["data"]).view(20, 3, 32, 32).float() / 255
+    assert torch.allclose(d.x_test, want)
+    assert sorted(d.y_train.tolist() + d.y_val.tolist()) == sorted(raw["train"]["fine_labels"])
+    # default normalisation: the statistics of the (carved) training images themselves
+    n = load_dataset("cifar100", tmp_path, val_size=10)
+    assert n.x_train.mean(dim=(0, 2, 3)).abs().max() < 1e-4 and (n.x_train.std(dim=(0, 2, 3)) - 1).abs().max() < 1e-2
+
+
+def _write_svhn(folder: Path, name: str, n: int, seed: int):
+    import numpy as np
+    import scipy.io as sio
+
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 256, (32, 32, 3, n), dtype=np.uint8)  # the files' layout: (H, W, C, N)
+    y = rng.integers(1, 11, (n, 1)).astype(np.uint8)  # 1..10, 10 is the digit 0
+    y[:3, 0] = [10, 1, 9]
+    folder.mkdir(parents=True, exist_ok=True)
+    sio.savemat(str(folder / name), {"X": x, "y": y})
+    return x, y
+
+
+def test_svhn_reads_the_mat_files_and_maps_label_10_to_digit_0(tmp_path, offline):
+    x_tr, y_tr = _write_svhn(tmp_path / "svhn", "train_32x32.mat", 40, 0)
+    x_te, y_te = _write_svhn(tmp_path / "svhn", "test_32x32.mat", 12, 1)
+    d = load_dataset("svhn", tmp_path, normalize="none", val_size=5)
+    assert d.num_classes == 10 and d.x_test.shape == (12, 3, 32, 32) and d.x_train.shape == (35, 3, 32, 32)
+    assert d.y_test[:3].tolist() == [0, 1, 9] and set(d.y_test.tolist()) <= set(range(10))
+    assert d.y_test.tolist() == [0 if v == 10 else int(v) for v in y_te[:, 0]]
+    # image i, channel c, row h, column w is X[h, w, c, i]
+    assert torch.allclose(d.x_test[4], torch.from_numpy(x_te[:, :, :, 4]).permute(2, 0, 1).float() / 255)
+    _write_svhn(tmp_path / "svhn", "extra_32x32.mat", 30, 2)
+    e = load_dataset("svhn_extra", tmp_path, normalize="none", val_size=5)
+    assert len(e.x_train) + len(e.x_val) == 70 and e.label == "SVHN (train + extra)"
+
+
+@pytest.mark.parametrize("name, files, folder", [
+    ("cifar100", ["train", "test"], "cifar-100-python"),
+    ("svhn", ["train_32x32.mat", "test_32x32.mat"], "svhn"),
+    ("svhn_extra", ["train_32x32.mat", "test_32x32.mat", "extra_32x32.mat"], "svhn"),
+])
+def test_missing_cifar100_and_svhn_offline_name_the_files_and_dir(name, files, folder, tmp_path, offline):
+    with pytest.raises(NnqError) as e:
+        load_dataset(name, tmp_path)
+    msg = str(e.value)
+    assert "\n" not in msg and str(tmp_path / folder) in msg
+    assert all(f in msg for f in files)
 
 
 def test_find_weights_looks_in_the_weights_dir_then_beside_the_data_and_says_where_it_looked(tmp_path, monkeypatch):

@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from common.evaluate import (accuracy, confusion_matrix, count_params, fp32_size_bytes, latency_ms, layer_bits, macs,
-                             model_bits)
+from common.evaluate import (StoredField, accuracy, confusion_matrix, count_params, fp32_size_bytes, latency_ms, macs,
+                             model_bits, module_fields)
 
 
 class Fixed(nn.Module):
@@ -26,11 +26,20 @@ def test_accuracy_and_confusion_matrix_by_hand():
 
 
 def test_bits_follow_each_layers_declared_width():
-    model = nn.Sequential(nn.Linear(10, 4), nn.Linear(4, 2))
+    model = nn.Sequential(nn.Linear(10, 4), nn.BatchNorm1d(4), nn.Linear(4, 2))
     model[0].weight_bits = 1
-    assert count_params(model) == 44 + 10
-    assert model_bits(model) == 40 * 1 + 4 * 32 + (8 + 2) * 32
-    assert {r["name"]: r["bits"] for r in layer_bits(model)}["0.weight"] == 1
+    fields = {f.name: f for f in module_fields(model)}
+    assert count_params(model) == 44 + 8 + 10
+    assert fields["0.weight"] == StoredField("0.weight", 40, 40)
+    # BatchNorm's running statistics are stored (32 bits each); its int64 batch counter is not a value of the model
+    assert "1.running_mean" in fields and "1.num_batches_tracked" not in fields
+    assert model_bits(module_fields(model)) == 40 * 1 + 4 * 32 + (4 + 4 + 4 + 4) * 32 + (8 + 2) * 32
+
+
+def test_stored_fields_add_fixed_widths_and_coded_streams():
+    fields = [StoredField.fixed("codes", 100, 5), StoredField.stream("huffman", 100, 437),
+              StoredField.fixed("codebook", 32, 32)]
+    assert model_bits(fields) == 500 + 437 + 1024
 
 
 def test_fp32_file_is_at_least_four_bytes_per_value_and_not_much_more():
@@ -73,7 +82,7 @@ def test_read_safetensors_refuses_other_formats_and_broken_files(tmp_path):
     from safetensors.torch import save_file
 
     from common.errors import NnqError
-    from common.runs import read_safetensors
+    from common.evaluate import read_safetensors
 
     good = tmp_path / "a.safetensors"
     save_file({"w": torch.ones(3)}, str(good), metadata={"format": "nnq-test"})

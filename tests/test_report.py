@@ -5,6 +5,7 @@ import csv
 import matplotlib.image as mimage
 import numpy as np
 import pytest
+from PIL import Image
 from pptx import Presentation
 
 from common import report
@@ -48,6 +49,14 @@ def test_slide_figure_is_16_9_with_large_fonts():
     assert not axes[0].spines["top"].get_visible()
 
 
+def test_summary_footer_reads_a_summary_or_a_dict():
+    from common.summary import Summary
+
+    s = Summary(paper="bnn", preset="quick", dataset="digits (sklearn 8x8)", commit="abcdef123456", dirty=True)
+    assert report.summary_footer(s) == f"{report.QUICK_LABEL} · data: digits (sklearn 8x8) · commit abcdef1+dirty"
+    assert report.summary_footer(s.to_dict()) == report.summary_footer(s)
+
+
 def test_footer_says_quick_preset_and_short_commit():
     quick = report.footer_text("quick", "digits (sklearn 8x8)", "abc1234deadbeef")
     assert "quick preset" in quick
@@ -78,6 +87,10 @@ def test_save_figure_footer_is_drawn_below_the_axes(tmp_path):
     footer_top = fig.texts[-1].get_window_extent(renderer).y1
     axes_bottom = min(ax.get_tightbbox(renderer).y0 for ax in fig.axes)
     assert footer_top < axes_bottom
+    with Image.open(tmp_path / "f.png") as im:  # the band a deck slide crops away
+        band = float(im.info[report.FOOTER_BAND_KEY])
+    assert band == pytest.approx(0.45 / 7.5)
+    assert band * fig.bbox.height > fig.texts[-1].get_window_extent(renderer).y1  # the footer lies inside the band
 
 
 def test_save_figure_requires_a_footer(tmp_path):
@@ -136,7 +149,7 @@ def test_update_readme_block_errors_without_markers(tmp_path):
 
 def test_build_deck_slides_size_and_title(tmp_path):
     fig_png = report.save_figure(_figure(), tmp_path, "curve", footer="preset: quick")[0]
-    long_rows = [[f"row {i}", float(i)] for i in range(13)]
+    long_rows = [[f"row {i}", float(i)] for i in range(30)]
     path = report.build_deck(
         tmp_path / "deck" / "bnn.pptx",
         title="Binarized Neural Networks",
@@ -149,16 +162,22 @@ def test_build_deck_slides_size_and_title(tmp_path):
     )
     prs = Presentation(path)
     slides = list(prs.slides)
-    # title, idea, equation map, results, long table on 2 slides, figure
+    # title, idea, equation map, results, the 30-row table on 2 slides (measured), figure
     assert len(slides) == 7
     assert prs.slide_width / prs.slide_height == pytest.approx(16 / 9, abs=1e-3)
     assert slides[0].shapes.title.text == "Binarized Neural Networks"
     assert [s.shapes.title.text for s in slides[1:]] == [
         "Idea", "Equation map", "Results", "Long (1/2)", "Long (2/2)", "Accuracy",
     ]
+    for s in slides[1:]:
+        assert [sh.text_frame.text for sh in s.shapes if sh.name == "Footer"] == [
+            "preset: quick · data: digits · commit abc1234"]
     pic = [sh for sh in slides[-1].shapes if sh.shape_type == 13][0]  # MSO_SHAPE_TYPE.PICTURE
     assert pic.left >= 0 and pic.top + pic.height <= prs.slide_height
-    assert pic.width / pic.height == pytest.approx(16 / 9, abs=1e-2)
+    # the PNG's own footer band is cropped: what shows is 16:9 minus the band
+    band = report._FOOTER_HEIGHT_IN / report.FIGSIZE[1]
+    assert pic.crop_bottom == pytest.approx(band, abs=1e-4)
+    assert pic.width / pic.height == pytest.approx(16 / 9 / (1 - band), abs=1e-2)
 
 
 def test_build_deck_rejects_missing_figure(tmp_path):
@@ -167,3 +186,74 @@ def test_build_deck_rejects_missing_figure(tmp_path):
             tmp_path / "d.pptx", title="t", subtitle="s", idea=[], equation_map={}, tables=[],
             figures=[("F", tmp_path / "nope.png")],
         )
+
+
+def test_units_by_hand():
+    assert report.fmt_mib(1_724_920) == "1.65 MiB"  # 1724920 / 1048576 = 1.645
+    assert report.fmt_mib(45_894) == "0.044 MiB"  # 0.04377
+    assert report.fmt_mib(3 * 2**20) == "3.00 MiB"
+    assert report.fmt_mib(1_000) == "0.00095 MiB"
+    assert report.fmt_ratio(37.585) == "37.6×"
+    assert report.fmt_ratio(1.149) == "1.15×"
+    assert report.fmt_ratio(120.4) == "120×"
+    assert report.fmt_pct(99.154) == "99.15%"
+    assert report.fmt_pct(0.5, 1, fraction=True) == "50.0%"
+
+
+def test_bar_labels_above_positive_below_negative_bars():
+    _fig, ax = report.slide_figure()
+    bars = ax.bar([0, 1, 2], [3.0, -2.0, 1.0])
+    notes = report.bar_labels(ax, bars, "{:.1f}")
+    assert [a.get_text() for a in notes] == ["3.0", "-2.0", "1.0"]
+    assert [a.xy[1] for a in notes] == [3.0, -2.0, 1.0]  # at the far end of each bar
+    assert [a.get_va() for a in notes] == ["bottom", "top", "bottom"]
+    assert [a.xyann[1] > 0 for a in notes] == [True, False, True]
+    lo, hi = ax.get_ylim()
+    assert lo < -2.0 and hi > 3.0  # room for the labels
+    with pytest.raises(NnqError, match="one value per bar"):
+        report.bar_labels(ax, bars, values=[1.0])
+
+
+def test_reference_line_inside_and_outside_the_range():
+    _fig, ax = report.slide_figure()
+    ax.plot([0, 1], [98.0, 99.0])
+    ax.set_ylim(97.5, 99.5)
+    line = report.reference_line(ax, 99.2, "paper", ref="Table 1")
+    assert line.get_linestyle() == "--" and line.get_color() == report.PAPER_COLOR
+    assert any(t.get_text() == "paper (Table 1)" for t in ax.texts)
+    arrow = report.reference_line(ax, 42.0, "paper, AlexNet", ref="Table 2")
+    assert arrow.get_text() == "paper, AlexNet (Table 2): 42" and arrow.xy == (1, 0)  # an arrow at the bottom edge
+    assert ax.get_ylim() == (97.5, 99.5)  # the paper's far-away number does not flatten the plot
+    report.reference_line(ax, 98.2, "paper, left", loc="left")
+    [left] = [t for t in ax.texts if t.get_text() == "paper, left"]
+    assert left.xy == (0, 98.2) and left.get_ha() == "left"
+
+
+def test_speedup_bars_grow_from_one_and_go_log_for_wide_spans():
+    _, ax = report.slide_figure()
+    bars = report.speedup_bars(ax, ["a", "b", "c"], [1.5, 0.8, 1.1])
+    assert [b.get_y() for b in bars] == [1.0, 1.0, 1.0]
+    assert [round(b.get_height(), 6) for b in bars] == [0.5, -0.2, 0.1]
+    assert ax.get_yscale() == "linear"
+    assert [t.get_text() for t in ax.texts] == ["1.50×", "0.80×", "1.10×"]
+    assert bars[1].get_facecolor() != bars[0].get_facecolor()  # a slow-down has its own colour
+    lo, hi = ax.get_ylim()
+    assert lo < 0.8 and hi > 1.5
+    _fig, ax = report.slide_figure()
+    report.speedup_bars(ax, ["gemm", "conv"], [36.1, 0.86])
+    assert ax.get_yscale() == "log"
+    with pytest.raises(NnqError, match="positive"):
+        report.speedup_bars(ax, ["a"], [0.0])
+
+
+def test_focus_ylim_zooms_on_the_values_and_annotates_the_outlier():
+    _, ax = report.slide_figure()
+    ys = [99.15, 99.2, 99.25, 99.16, 11.0]
+    ax.plot(range(5), ys)
+    lo, hi = report.focus_ylim(ax, ys, pad=0.1)
+    assert (lo, hi) == pytest.approx((99.14, 99.26))
+    assert ax.get_ylim() == pytest.approx((99.14, 99.26))
+    [note] = [t for t in ax.texts if t.get_text() == "11"]
+    assert note.xy == (4.0, 0)  # at x of the outlier, on the bottom edge
+    _fig, ax = report.slide_figure()
+    assert report.focus_ylim(ax, [1.0, 2.0, 3.0], pad=0.5) == pytest.approx((0.0, 4.0))  # n < 4: no outliers

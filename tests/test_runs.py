@@ -6,12 +6,13 @@ import json
 import pytest
 
 from common.cli import parse_config
-from common.runs import SUMMARY_KEYS, approve, load_approved
+from common.results import approve, load_approved
+from common.summary import Summary
 from common.train import Callback
 from papers.bnn.config import PRESETS, Config
 from papers.bnn.train import main
 
-VOLATILE = {"run_dir", "train_time_s", "fp_train_time_s", "peak_mem_mb", "epoch_train_s", "commit", "dirty"}
+VOLATILE = {"run_dir", "train_time_s", "fp_train_time_s", "peak_mem_mb", "images_per_s", "commit", "dirty"}
 
 
 def tiny(tmp_path, **kw):
@@ -19,7 +20,10 @@ def tiny(tmp_path, **kw):
     return dataclasses.replace(PRESETS["quick"], **settings)
 
 
-def stable(record: dict) -> dict:
+def stable(record) -> dict:
+    if isinstance(record, Summary):
+        record = record.to_dict()
+        record["extra"] = stable(record["extra"])
     return {k: v for k, v in record.items() if k not in VOLATILE}
 
 
@@ -29,24 +33,25 @@ def metrics_of(run_dir):
 
 def test_summary_schema_and_files(tmp_path, offline):
     s = main(tiny(tmp_path))
-    assert list(s)[:len(SUMMARY_KEYS)] == list(SUMMARY_KEYS)
-    run_dir = tmp_path / "bnn" / s["run_dir"].split("/bnn/")[1]
+    run_dir = tmp_path / "bnn" / s.run_dir.split("/bnn/")[1]
+    assert json.loads((run_dir / "summary.json").read_text()) == s.to_dict()
     assert run_dir.name.startswith("quick__mlp64-digits__s0__")
     env = json.loads((run_dir / "env.json").read_text())
     assert {"commit", "dirty", "torch", "python", "device", "processor"} <= set(env)
     cfg = json.loads((run_dir / "config.json").read_text())
     assert cfg["epochs"] == 2 and cfg["hidden"] == [64]
-    assert isinstance(s["params"], int) and s["model_bits"] < 32 * s["params"]
+    assert isinstance(s.params, int) and s.model_bits < 32 * s.params
+    assert s.model_bits < 8 * s.size_bytes and (s.w_bits, s.a_bits, s.status) == (1, 1, "finished")
 
 
 def test_same_seed_gives_identical_numbers(tmp_path, offline):
     a, b = main(tiny(tmp_path)), main(tiny(tmp_path))
     assert stable(a) == stable(b)
-    da = tmp_path / "bnn" / a["run_dir"].split("/bnn/")[1]
-    db = tmp_path / "bnn" / b["run_dir"].split("/bnn/")[1]
+    da = tmp_path / "bnn" / a.run_dir.split("/bnn/")[1]
+    db = tmp_path / "bnn" / b.run_dir.split("/bnn/")[1]
     assert metrics_of(da) == metrics_of(db)
     c = main(tiny(tmp_path, seed=1))
-    assert metrics_of(tmp_path / "bnn" / c["run_dir"].split("/bnn/")[1]) != metrics_of(da)
+    assert metrics_of(tmp_path / "bnn" / c.run_dir.split("/bnn/")[1]) != metrics_of(da)
 
 
 class InterruptAt(Callback):
@@ -67,9 +72,9 @@ def test_interrupted_then_resumed_run_equals_an_uninterrupted_one(tmp_path, offl
     assert json.loads((run_dir / "summary.json").read_text())["status"] == "cancelled"
     assert [m["epoch"] for m in metrics_of(run_dir) if m["tag"] == "bnn"] == [1]
     resumed = main(parse_config(Config, PRESETS, ["--resume", str(run_dir)]))
-    assert resumed["status"] == "finished"
+    assert resumed.status == "finished"
     assert stable(resumed) == stable(whole)
-    whole_dir = tmp_path / "bnn" / whole["run_dir"].split("/bnn/")[1]
+    whole_dir = tmp_path / "bnn" / whole.run_dir.split("/bnn/")[1]
     assert metrics_of(run_dir) == metrics_of(whole_dir)
 
 
@@ -95,21 +100,21 @@ def test_a_non_finite_loss_stops_the_run_as_failed_with_a_clear_message(tmp_path
 
 
 def test_approve_copies_small_files_only(tmp_path, offline, monkeypatch):
-    import common.runs as runs
+    import common.results as results
 
     s = main(tiny(tmp_path))
-    monkeypatch.setattr(runs, "results_dir", lambda paper: tmp_path / "results")
-    dest = approve(s["run_dir"])
+    monkeypatch.setattr(results, "results_dir", lambda paper: tmp_path / "results")
+    dest = approve(s.run_dir)
     assert {p.name for p in dest.iterdir()} == {"config.json", "env.json", "metrics.jsonl", "summary.json"}
     [loaded] = load_approved("bnn", root=tmp_path / "results")
-    assert loaded["summary"]["value"] == s["value"]
+    assert loaded.summary == s
 
 
 def test_results_without_approved_runs_is_a_one_line_error(tmp_path, capsys, monkeypatch):
-    import common.runs as runs
+    import common.results as common_results
     from papers.bnn import results
 
-    monkeypatch.setattr(runs, "results_dir", lambda paper: tmp_path / "empty")
+    monkeypatch.setattr(common_results, "results_dir", lambda paper: tmp_path / "empty")
     with pytest.raises(SystemExit) as exc:
         results.cli(["--out-dir", str(tmp_path / "out")])
     err = capsys.readouterr().err.strip()
