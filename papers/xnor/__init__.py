@@ -1,5 +1,6 @@
 """XNOR-Net and Binary-Weight-Networks (Rastegari et al., ECCV 2016): public API."""
 
+from papers.xnor.engine import BinaryEngine, to_engine
 from papers.xnor.kernel import (backend_name, binary_gemm, pack_bits, pack_conv_weight, pack_signs, unpack_bits,
                                 xnor_conv2d, xnor_conv2d_counts, xnor_linear)
 from papers.xnor.models import SmallConvNet, XnorLeNet5, XnorResNet18, XnorResNetCifar, build
@@ -14,4 +15,5 @@ __all__ = ["BwnConv2d", "BwnLinear", "XnorConv2d", "XnorLinear", "SignSTE", "Wei
            "weight_sign_ste", "backend_name", "binary_gemm", "pack_bits", "pack_conv_weight", "pack_signs",
            "unpack_bits", "xnor_conv2d", "xnor_conv2d_counts", "xnor_linear", "PackedBwnConv2d", "PackedBwnLinear",
            "PackedXnorConv2d", "PackedXnorLinear", "convert_to_packed", "load_packed", "save_packed",
-           "SmallConvNet", "XnorLeNet5", "XnorResNet18", "XnorResNetCifar", "build"]
+           "SmallConvNet", "XnorLeNet5", "XnorResNet18", "XnorResNetCifar", "build", "BinaryEngine",
+           "to_engine"]

@@ -21,7 +21,6 @@ import hashlib
 import os
 import shutil
 import subprocess
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -29,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from common.errors import NnqError
+from common.paths import atomic_path, cache_dir
 
 _SRC = Path(__file__).with_name("xnor_kernel.c")
 _ISA_FLAGS = {
@@ -43,11 +43,6 @@ _LIBS: dict[str, ctypes.CDLL | None] = {}
 _i64, _p = ctypes.c_int64, ctypes.c_void_p
 
 
-def _cache_dir() -> Path:
-    root = os.environ.get("NNQ_CACHE_DIR")
-    return (Path(root) if root else Path.home() / ".cache" / "nnq") / "xnor"
-
-
 def _build(isa: str) -> ctypes.CDLL:
     if isa not in _ISA_FLAGS:
         raise NnqError(f"NNQ_XNOR_ISA={isa!r} is not one of {sorted(_ISA_FLAGS)}")
@@ -56,17 +51,10 @@ def _build(isa: str) -> ctypes.CDLL:
         raise FileNotFoundError(f"no C compiler {cc!r} on PATH")
     flags = _BASE_FLAGS + _ISA_FLAGS[isa]
     key = hashlib.sha256(_SRC.read_bytes() + " ".join([cc] + flags).encode()).hexdigest()[:16]
-    out = _cache_dir() / f"xnor_kernel_{isa}_{key}.so"
+    out = cache_dir("xnor") / f"xnor_kernel_{isa}_{key}.so"
     if not out.exists():
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(suffix=".so", dir=out.parent)
-        os.close(fd)
-        try:
-            subprocess.run([cc, *flags, str(_SRC), "-o", tmp], check=True, capture_output=True, text=True)
-            os.replace(tmp, out)  # atomic: a concurrent build never sees a half-written library
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        with atomic_path(out, fsync=False) as tmp:  # a concurrent build never sees a half-written library
+            subprocess.run([cc, *flags, str(_SRC), "-o", str(tmp)], check=True, capture_output=True, text=True)
     lib = ctypes.CDLL(str(out))
     lib.xnor_isa.restype = ctypes.c_char_p
     lib.xnor_panel_words.restype = _i64

@@ -26,8 +26,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from common.errors import NnqError
-from common.evaluate import tensor_bytes
-from common.runs import read_safetensors
+from common.evaluate import StoredField, module_fields, read_safetensors, tensor_bytes
 from papers.xnor import kernel
 from papers.xnor.xnor import BINARY_LAYERS, binarize, bwn_alpha, input_beta, scaling_map_k
 
@@ -183,6 +182,18 @@ def _check_convertible(model: nn.Module) -> None:
         elif getattr(m, "weight_bits", 32) < 32 and not isinstance(m, PACKED_LAYERS):
             raise NnqError(f"layer {name!r} ({type(m).__name__}) declares weight_bits={m.weight_bits} but has no "
                            "packed implementation; only BwnConv2d, XnorConv2d, BwnLinear, XnorLinear convert")
+
+
+def stored_fields(model: nn.Module) -> list[StoredField]:
+    """The fields of the 1-bit artifact of a simulated BWN/XNOR ``model`` (the file format above), each at its
+    width: a binary layer's signs at 1 bit per weight and its alpha at 32 bits per output filter; every other
+    float tensor of the state dict (first/last layers, BatchNorm, biases) at 32 bits. ``Summary.model_bits`` is
+    ``common.evaluate.model_bits`` of these fields."""
+    fields = module_fields(model)  # binary layers declare weight_bits = 1
+    for name, m in model.named_modules():
+        if isinstance(m, BINARY_LAYERS):
+            fields.append(StoredField.fixed(f"{name}.alpha", m.weight.shape[0], 32))
+    return fields
 
 
 @torch.no_grad()

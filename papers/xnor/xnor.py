@@ -33,7 +33,8 @@ from common.errors import NnqError
 def binarize(x: torch.Tensor) -> torch.Tensor:
     """sign(x) with sign(0) = +1, as a tensor of the input's dtype.
 
-    # DEVIATION: the paper's sign leaves sign(0) unspecified; we map 0 to +1 (bit 0 in kernel.py).
+    # Sec. 3.1 (after Eq. (4)) sets B_i = +1 for W_i >= 0, so sign(0) = +1 for weights is the paper's; for the
+    # inputs (Eq. (9), (11)) the paper does not say: we use the same rule (bit 0 in kernel.py).
     """
     return torch.where(x >= 0, 1.0, -1.0).to(x.dtype)
 

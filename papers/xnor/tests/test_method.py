@@ -235,3 +235,48 @@ def test_bnn_paper_convnet_reaches_31x_with_alpha_counted(tmp_path):
     rows = binary_layer_bytes(packed, fp32)
     assert len(rows) == 7 and min(r["filter_weights"] for r in rows) == 1024
     assert all(r["ratio"] >= 31 for r in rows)
+
+
+@pytest.mark.parametrize("backend", ["c", "torch"])
+def test_zero_inputs_binarize_to_plus_one_in_every_packer_and_path(backend, monkeypatch):
+    """Sec. 3.1 maps W_i >= 0 to +1; inputs of exactly 0 (and -0.0) take the same rule in every packer: the C
+    row packer (XnorLinear), the C NCHW packer (XnorConv2d), and the PyTorch fallback of both."""
+    if backend == "torch":
+        monkeypatch.setenv("NNQ_XNOR_BACKEND", "torch")
+    elif kernel.library() is None:
+        pytest.skip("no C compiler: only the fallback exists")
+    assert kernel.backend_name() != "torch" if backend == "c" else kernel.backend_name() == "torch"
+    torch.manual_seed(3)
+    x = torch.randn(6, 130)
+    x[:, ::3] = 0.0
+    x[0, 1] = -0.0
+    plus = torch.where(x >= 0, 1.0, -1.0)
+    assert bool((plus[:, ::3] == 1).all()) and plus[0, 1] == 1
+    assert torch.equal(kernel.pack_signs(x), kernel.pack_bits(plus))  # the row packer
+    lin = XnorLinear(130, 7, bias=True)
+    with torch.no_grad():
+        assert torch.equal(convert_to_packed(nn.Sequential(lin))(x), lin(x))  # packed XnorLinear == float layer
+    xc = torch.randn(2, 65, 5, 6)
+    xc[:, :, ::2, :] = 0.0
+    xc[1, 3, 1, 1] = -0.0
+    conv = XnorConv2d(65, 4, 3, padding=1, bias=False)
+    with torch.no_grad():
+        packed = PackedXnorConv2d(binarize(conv.weight), bwn_alpha(conv.weight), None, (1, 1), (1, 1))
+        assert torch.equal(packed(xc), conv(xc))  # the NCHW packer and the fused convolution
+    counts = kernel.xnor_conv2d_counts(xc, kernel.pack_conv_weight(binarize(conv.weight)), 65, (3, 3), (1, 1),
+                                       (1, 1), w_pm1=binarize(conv.weight))
+    assert torch.equal(counts.float(), F.conv2d(torch.where(xc >= 0, 1.0, -1.0), binarize(conv.weight), padding=1))
+
+
+def test_paper_numbers_are_the_v4_text():
+    """The figures of arXiv 1603.05279 v4 this package compares with (Sec. 4.2 CIFAR-10; Sec. 4.1; Tables 1-2)."""
+    from papers.xnor.paper_numbers import CIFAR10_ERROR, CLAIMS, IMAGENET_ACCURACY
+
+    assert CIFAR10_ERROR[("bnnconv", "BWN")][0] == 9.88
+    assert CIFAR10_ERROR[("bnnconv", "XNOR-Net")][0] == 10.17
+    assert all("Sec. 4.2" in ref for _, ref in CIFAR10_ERROR.values())
+    assert CLAIMS["conv_speedup_x"][0] == 58 and "Sec. 4.1" in CLAIMS["conv_speedup_x"][1]
+    # Sec. 4.1: S = 64 c N_W / (c N_W + 64) with c = 256, N_W = 3 x 3 gives the 62.27x theoretical speed-up
+    assert CLAIMS["conv_speedup_theory_x"][0] == round(64 * 256 * 9 / (256 * 9 + 64), 2)
+    assert IMAGENET_ACCURACY[("AlexNet", "BWN")][:2] == (56.8, 79.4)  # Table 1 (v4: BWN equals full precision)
+    assert IMAGENET_ACCURACY[("ResNet-18", "XNOR-Net")][:2] == (51.2, 73.2)  # Table 2

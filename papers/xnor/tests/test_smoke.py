@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from common.errors import NnqError
+from common.summary import read_points, read_summary
 from papers.xnor.config import PRESETS
 from papers.xnor.models import build
 from papers.xnor.packed import convert_to_packed, load_packed
@@ -19,17 +20,24 @@ def test_quick_path_learns_and_writes_the_run_folder(tmp_path):
     cfg = dataclasses.replace(PRESETS["quick"], epochs=3, bwn_epochs=2, baseline_epochs=1, out_dir=str(tmp_path),
                               threads=1, limit_train=640)
     summary = main(cfg)
-    run_dir = tmp_path / "xnor" / summary["run_dir"].split("/xnor/")[1]
-    for name in ("config.json", "env.json", "metrics.jsonl", "summary.json", "float.ckpt.pt", "bwn.ckpt.pt",
-                 "xnor.ckpt.pt", "xnor_packed.safetensors", "bwn_packed.safetensors"):
+    run_dir = tmp_path / "xnor" / summary.run_dir.split("/xnor/")[1]
+    for name in ("config.json", "env.json", "metrics.jsonl", "summary.json", "points.json", "float.ckpt.pt",
+                 "bwn.ckpt.pt", "xnor.ckpt.pt", "xnor_packed.safetensors", "bwn_packed.safetensors"):
         assert (run_dir / name).is_file(), name
-    assert json.loads((run_dir / "summary.json").read_text()) == summary
-    assert summary["status"] == "finished"
-    assert summary["value"] > 60.0 and summary["bwn_value"] > 30.0  # chance is 10% on digits
-    assert summary["packed_reproduces_predictions"] is True and summary["packed_value"] == summary["value"]
-    assert summary["size_bytes"] == (run_dir / "xnor_packed.safetensors").stat().st_size
+    assert read_summary(run_dir) == summary
+    (bwn,) = read_points(run_dir)
+    assert summary.status == "finished" and summary.method == "XNOR-Net" and bwn.method == "BWN"
+    assert (summary.w_bits, summary.a_bits, bwn.w_bits, bwn.a_bits) == (1, 1, 1, None)
+    assert summary.value > 60.0 and bwn.value > 30.0  # chance is 10% on digits
+    assert summary.fp_value is not None and summary.fp_recipe and bwn.fp_value == summary.fp_value
+    assert summary.extra["packed_reproduces_predictions"] is True and summary.extra["packed_value"] == summary.value
+    assert summary.size_bytes == (run_dir / "xnor_packed.safetensors").stat().st_size
+    assert bwn.size_bytes == (run_dir / "bwn_packed.safetensors").stat().st_size
+    # model_bits counts the artifact's tensors at their width: the file adds only its header
+    header = 8 + int.from_bytes((run_dir / "xnor_packed.safetensors").read_bytes()[:8], "little")
+    assert summary.model_bits <= 8 * (summary.size_bytes - header) < summary.model_bits + 8 * 64
     # 1 bit per weight plus one fp32 alpha per filter: below 32x for this net's short filters (288 weights)
-    assert 25 < summary["binary_layers_ratio"] < 32 and summary["compression_ratio"] > 5
+    assert 25 < summary.extra["binary_layers_ratio"] < 32 and summary.compression_ratio > 5
     xnor = [r for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines()) if r["tag"] == "xnor"]
     assert [r["epoch"] for r in xnor] == [1, 2, 3]
     assert xnor[-1]["train_loss"] < xnor[0]["train_loss"]
