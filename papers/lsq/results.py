@@ -1,0 +1,215 @@
+"""Tables, figures and deck of the LSQ package from its approved runs.
+
+``python -m papers.lsq.results`` rebuilds them from ``papers/lsq/results/runs/`` (no training);
+``--run`` first trains and approves the presets of the grid that have no approved run;
+``--out-dir DIR`` writes elsewhere than ``papers/lsq/results/``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from common.deck import Bullets, Figure, Formula, Source, Table, build_paper_deck, runs_source
+from common.report import markdown_table, save_figure, slide_figure, summary_footer, update_readme_block
+from common.results import load_approved, results_cli, results_dir
+from common.results import run_missing as common_run_missing
+from papers.lsq.config import PRESETS
+from papers.lsq.paper_numbers import TOP1
+from papers.lsq.train import main
+
+PAPER = "lsq"
+GRID = ("quick",)  # presets run by --run on a CPU; the study and paper presets are run by hand
+README = Path(__file__).with_name("README.md")
+TITLE = "Learned Step Size Quantization"
+CITATION = "Esser, McKinstry, Bablani, Appuswamy, Modha — ICLR 2020 (arXiv 1902.08153)"
+
+IDEA = [
+    "Each quantized layer learns one step size s for its weights and one for its input activations.",
+    "Forward: round v/s to an integer in [−Q_N, Q_P], multiply back by s; the layer then runs on integer "
+    "multiply-accumulates and one rescale by s_w·s_a.",
+    "Backward: the rounding is passed straight through for v; s gets Eq. (3), largest near a transition "
+    "between levels, times g = 1/√(N·Q_P) so that s learns at the pace of the weights.",
+    "Training starts from a trained float network, with s = 2⟨|v|⟩/√Q_P.",
+]
+FORMULAS = [
+    Formula("Eq. (1)", r"$\bar v = \lfloor \mathrm{clip}(v/s,\,-Q_N,\,Q_P) \rceil$",
+            "papers/lsq/lsq.py: LsqQuantizeSTE.forward", "weights signed: Q_N = 2^(b−1); activations: Q_N = 0"),
+    Formula("Eq. (2)", r"$\hat v = \bar v \times s$", "papers/lsq/lsq.py: LsqQuantizeSTE.forward"),
+    Formula("Eq. (3)", r"$\frac{\partial \hat v}{\partial s} = -v/s + \lfloor v/s \rceil$ inside, "
+            r"$-Q_N$ below, $Q_P$ above", "papers/lsq/lsq.py: LsqQuantizeSTE.backward"),
+    Formula("Sec. 2.2", r"$g = 1/\sqrt{N\,Q_P}$  (on the gradient of $s$ only)",
+            "papers/lsq/lsq.py: grad_scale_factor", "N: weights of the layer, or features of one sample"),
+    Formula("Sec. 2.1", r"$s_0 = 2\,\langle |v| \rangle / \sqrt{Q_P}$", "papers/lsq/lsq.py: init_step"),
+]
+DEVIATIONS = [
+    "No weight decay on the step sizes (ours: the paper does not say).",
+    "Quick preset: a float twin trained here on 8×8 digits, then 20 epochs of LSQ on the CPU (quick numbers).",
+    "Study setting: first conv and last linear float (the study's rule; the paper: 8 bits), "
+    "the setting's steps and cosine, LR chosen on the validation split.",
+    "Distillation weights and temperature, the naive init and the other gradient scales are our options.",
+    "CIFAR-10 is the JPEG q75 copy of the study.",
+]
+KNOWN_GAPS = [
+    "The paper's ImageNet figures are not yet entered (only after checking against its text).",
+    "The paper preset (ImageNet ResNet-18) has only been dry-run.",
+    "Gradient-scale and distillation ablations on ResNet-20 (3 seeds) not yet run; only the quick one.",
+]
+def _known_gaps(runs) -> list[str]:
+    from common.settings import get_setting
+
+    setting = get_setting("cifar10_resnet20")  # LSQ's points: those with 2 to 8 bits for W and A
+    points = {(w, a): setting.seeds_for(w, a) for w, a in setting.bit_points if 2 <= w <= 8 and 2 <= a <= 8}
+    have = {(r.summary.w_bits, r.summary.a_bits, r.summary.seed) for r in runs
+            if r.summary.setting == "cifar10_resnet20" and _is_main(r)}
+    missing = [f"W{w}A{a} s{seed}" for (w, a), n in points.items() for seed in range(n)
+               if (w, a, seed) not in have]
+    study = [f"Study setting cifar10_resnet20 not yet run: {', '.join(missing)}."] if missing else []
+    return study + KNOWN_GAPS
+
+
+def run_missing(grid=GRID) -> None:
+    """Train and approve each preset of ``grid`` that has no approved run yet."""
+    common_run_missing(PAPER, grid, PRESETS, main)
+
+
+def _variant(run) -> str:
+    """The non-paper choices of a run (gradient scale, init, distillation), or "" for the paper's own."""
+    c = run.config
+    parts = [f"g={c['grad_scale']}" if c.get("grad_scale", "nqp") != "nqp" else "",
+             f"init={c['init']} (ours)" if c.get("init", "paper") != "paper" else "",
+             "distilled" if c.get("distill") else ""]
+    return ", ".join(p for p in parts if p)
+
+
+def _label(run) -> str:
+    s = run.summary
+    where = f"study setting {s.setting}" if s.setting else f"{s.preset} preset"
+    quick = " (quick: CPU-sized)" if s.preset == "quick" else ""
+    variant = f", {_variant(run)}" if _variant(run) else ""
+    return f"{s.dataset}, {run.config.get('arch')}, W{s.w_bits}A{s.a_bits}{variant}, {where}{quick}, seed {s.seed}"
+
+
+def build(out_dir: Path | None = None) -> dict[str, Path]:
+    """Write the accuracy/size table and the step-size trajectories from the approved runs; return the paths."""
+    runs = load_approved(PAPER, required=True)
+    default_out = out_dir is None
+    out = Path(out_dir) if out_dir else results_dir(PAPER)
+    out.mkdir(parents=True, exist_ok=True)
+    written: dict[str, Path] = {}
+    header = ["Run", "Test top-1 (%)", "Float (%)", "Δ", "Paper (ref)", "Model bits", "File (B)", "× vs fp32 file"]
+    rows = []
+    for run in runs:
+        s = run.summary
+        paper = TOP1.get((run.config.get("arch"), s.w_bits)) if s.w_bits == s.a_bits else None
+        rows.append([_label(run), f"{s.value:.2f}", "—" if s.fp_value is None else f"{s.fp_value:.2f}",
+                     "—" if s.fp_value is None else f"{s.value - s.fp_value:+.2f}",
+                     "—" if paper is None else f"{paper[0]:.1f} ({paper[1]})", s.model_bits, s.size_bytes,
+                     f"{s.compression_ratio:.1f}×"])
+    md = markdown_table(header, rows)
+    (out / "accuracy.md").write_text(md + "\n")
+    written["accuracy"] = out / "accuracy.md"
+
+    for run in runs:
+        if not _is_main(run) or not (run.dir / "step_sizes.json").is_file():
+            continue
+        traj = run.json("step_sizes.json")
+        fig, ax = slide_figure()
+        names = [k for k in traj[0] if k != "step"]
+        for name in names:
+            base = traj[0][name]
+            many = len(names) > 12  # a ResNet: one thin line per quantizer, no legend
+            ax.plot([r["step"] for r in traj], [r[name] / base for r in traj], lw=0.8 if many else 1.5,
+                    marker="" if many else "o", markersize=4, ls="-" if name.endswith(".w") else "--",
+                    label=None if many else name)
+        ax.set(xlabel="optimizer step", ylabel="s / s at step 1",
+               title=f"Learned step sizes (weights solid, activations dashed): {run.summary.preset}")
+        if len(names) > 12:
+            ax.text(0.01, 0.98, f"{len(names)} quantizers, one line each", transform=ax.transAxes, va="top",
+                    fontsize=13)
+        else:
+            ax.legend(fontsize=9, ncol=3)
+        name = _traj_name(run)
+        png, _ = save_figure(fig, out, name, footer=summary_footer(run.summary.to_dict()))
+        written[name] = png
+    figures = [Figure(f"Learned step sizes: {_short(run)}", written[_traj_name(run)], runs_source([run]))
+               for run in runs if _is_main(run) and _traj_name(run) in written]
+    abl = _ablation(runs, out)
+    if abl:
+        written["ablation"] = abl[1]
+        figures.insert(0, Figure("Gradient scale and init (quick, digits, W2A2)", abl[1], runs_source(abl[0])))
+    head = ["Setting", "Ours top-1 (%)", "Our float (%)", "Paper (ref)"]
+    head_rows = [[_short(run), f"{run.summary.value:.2f}",
+                  "—" if run.summary.fp_value is None else f"{run.summary.fp_value:.2f}", "—"]
+                 for run in runs if _is_main(run)]
+    cite = Source(CITATION, ("papers/lsq/paper_numbers.py",))
+    written["deck"] = build_paper_deck(
+        out / "lsq_deck.pptx", title=TITLE, subtitle=CITATION, idea=Bullets("The idea", IDEA, cite),
+        idea_figure=None, formulas=FORMULAS,
+        headline=Table("Paper vs ours", head, head_rows, runs_source([r for r in runs if _is_main(r)]),
+                       legend="Paper column: not yet entered (added only once checked against the text)"),
+        figures=figures, deviations=Bullets("Deviations", DEVIATIONS, cite, numbered=True),
+        known_gaps=Bullets("Known gaps", _known_gaps(runs), cite),
+        takeaways=Bullets("Takeaways", _takeaways(runs), runs_source(runs)),
+        appendix=[Table("Every approved run (quick = CPU minutes, not paper scale)", header, rows, runs_source(runs))])
+    if default_out:
+        update_readme_block(README, "results", md)
+    return written
+
+
+def _traj_name(run) -> str:
+    s = run.summary
+    return f"step_sizes_{s.preset}_w{s.w_bits}a{s.a_bits}_s{s.seed}"
+
+
+def _is_main(run) -> bool:
+    """The run of a preset with the paper's choices (gradient scale, init, no distillation)."""
+    c = run.config
+    return c.get("grad_scale") == "nqp" and c.get("init") == "paper" and not c.get("distill")
+
+
+def _short(run) -> str:
+    s = run.summary
+    where = f"study {s.setting}" if s.setting else f"{s.preset} preset"
+    return f"W{s.w_bits}A{s.a_bits}, {run.config.get('arch')}, {where}, s{s.seed}"
+
+
+def _ablation(runs, out: Path):
+    """Bar chart of the quick W2A2 runs that differ only in gradient scale or init; None without them."""
+    picked = [r for r in runs if r.summary.preset == "quick" and r.summary.w_bits == 2 and r.summary.a_bits == 2]
+    if len(picked) < 2:
+        return None
+    labels = {("nqp", "paper"): "g = 1/√(N·Q_P)\n(paper)", ("n", "paper"): "g = 1/√N",
+              ("one", "paper"): "g = 1\n(no scale)", ("nqp", "naive"): "init max|v|/Q_P\n(ours)"}
+    picked = [r for r in picked if (r.config.get("grad_scale"), r.config.get("init")) in labels]
+    picked.sort(key=lambda r: list(labels).index((r.config["grad_scale"], r.config["init"])))
+    fig, ax = slide_figure()
+    vals = [r.summary.value for r in picked]
+    ax.bar(range(len(picked)), vals, color="#0072B2")
+    for i, v in enumerate(vals):
+        ax.annotate(f"{v:.2f}", (i, v), textcoords="offset points", xytext=(0, 4), ha="center", fontsize=14)
+    ax.set_xticks(range(len(picked)), [labels[(r.config["grad_scale"], r.config["init"])] for r in picked])
+    low = min(vals)
+    ax.set(ylabel="test top-1 (%)", ylim=(max(0.0, low - 5), 100),
+           title="LSQ W2A2 on digits (quick, one seed; one test image = 0.28 pts)")
+    png, _ = save_figure(fig, out, "ablation_quick_w2a2", footer=runs_source(picked).footer)
+    return picked, png
+
+
+def _takeaways(runs) -> list[str]:
+    out = []
+    for run in runs:
+        s = run.summary
+        if _is_main(run) and s.fp_value is not None:
+            out.append(f"{_short(run)}: {s.value:.2f}% vs float {s.fp_value:.2f}% "
+                       f"({s.value - s.fp_value:+.2f} pts), file {s.compression_ratio:.1f}× smaller than fp32.")
+    out.append("The trained model is stored as b-bit codes plus one fp32 step size per quantizer; reloaded, it "
+               "predicts exactly as the trained model, and a layer computed with integers matches the simulated one.")
+    return out
+
+
+def cli(argv: list[str] | None = None) -> None:
+    results_cli(PAPER, build=build, run=run_missing, grid=GRID, argv=argv)
+
+
+if __name__ == "__main__":
+    cli()
