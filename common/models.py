@@ -201,7 +201,7 @@ class BnnConvNet(nn.Module):
         return self.classifier(self.features(x))
 
 
-def _shortcut_a(x: torch.Tensor, planes: int) -> torch.Tensor:
+def shortcut_a(x: torch.Tensor, planes: int) -> torch.Tensor:
     """Option-A shortcut (He et al. 2016, Sec. 4.2): subsample by 2, zero-pad channels by planes//4 each side."""
     # x: [B, planes/2, H, W] -> [B, planes/2, H/2, W/2] -> [B, planes, H/2, W/2]
     return F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, planes // 4, planes // 4))
@@ -222,7 +222,7 @@ class BasicBlockCifar(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
-        return F.relu(out + (_shortcut_a(x, self.planes) if self.downsample else x))
+        return F.relu(out + (shortcut_a(x, self.planes) if self.downsample else x))
 
 
 class ResNetCifar(nn.Module):

@@ -15,7 +15,7 @@ from common.models import (
     LeNet5,
     LeNet300100,
     ResNetCifar,
-    _shortcut_a,
+    shortcut_a,
     build_model,
     load_lenet5_mnist,
     load_resnet_cifar,
@@ -115,7 +115,7 @@ def test_option_a_shortcut_has_no_parameters_and_pads_channels():
     assert not any("shortcut" in k or "downsample" in k for k in m.state_dict())
     block = m.layer2[0]
     x = torch.randn(2, 16, 8, 8)
-    s = _shortcut_a(x, block.planes)  # [2, 32, 4, 4]
+    s = shortcut_a(x, block.planes)  # [2, 32, 4, 4]
     assert s.shape == (2, 32, 4, 4)
     assert torch.equal(s[:, 8:24], x[:, :, ::2, ::2]) and s[:, :8].abs().sum() == 0 and s[:, 24:].abs().sum() == 0
 

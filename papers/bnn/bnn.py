@@ -25,6 +25,7 @@ from torch import nn
 import torch.nn.functional as F
 
 from common.errors import NnqError
+from common.models import BasicBlockCifar, ResNetCifar, shortcut_a
 from common.train import Callback, TrainContext
 
 
@@ -126,6 +127,50 @@ class BinaryConv2d(nn.Conv2d):
                   device=m.weight.device, dtype=m.weight.dtype)
         new.load_state_dict(m.state_dict())
         return new
+
+
+class BnnBlockCifar(BasicBlockCifar):
+    """The CIFAR ResNet block with BNN's Sign in place of each ReLU (used by the study's ResNet-20 row).
+
+    Sign(bn1(conv1 x)) -> bn2(conv2) -> + shortcut(x) -> Sign: both convolutions read ±1 inputs, and with
+    :func:`binarize_weights_` they multiply ±1 weights (W1A1). The block's output, the next block's input and
+    shortcut, is binary too; the shortcut itself has no parameters (option A).
+    """
+
+    def __init__(self, in_planes: int, planes: int, stride: int = 1):
+        super().__init__(in_planes, planes, stride)
+        self.sign1, self.sign2 = BinaryActivation(), BinaryActivation()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.sign1(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.sign2(out + (shortcut_a(x, self.planes) if self.downsample else x))
+
+
+class BnnResNetCifar(ResNetCifar):
+    """A CIFAR ResNet of :class:`BnnBlockCifar` blocks; the stem's ReLU is a Sign too, so that every block
+    reads binary activations. The first conv and the last linear layer are float (the study's rule, and the
+    paper's: the first layer's input stays real); :func:`bnn_resnet_cifar` binarizes the blocks' weights.
+    """
+
+    def __init__(self, depth: int, num_classes: int = 10, *, in_channels: int = 3):
+        super().__init__(depth, num_classes, in_channels=in_channels, block=BnnBlockCifar)
+        self.sign = BinaryActivation()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # x: [B, 3, 32, 32] -> float conv1 -> Sign -> binary blocks -> [B, 64, 8, 8] -> pool -> float linear
+        out = self.sign(self.bn1(self.conv1(x)))
+        out = self.layer3(self.layer2(self.layer1(out)))
+        return self.linear(out.mean(dim=(2, 3)))
+
+
+def bnn_resnet_cifar(depth: int, num_classes: int = 10, in_channels: int = 3) -> BnnResNetCifar:
+    """The BNN ResNet of ``depth``, binary weights in its residual blocks (their state-dict keys are a float
+    ResNetCifar's, so pretrained float weights load into it unchanged)."""
+    model = BnnResNetCifar(depth, num_classes, in_channels=in_channels)
+    for i in (1, 2, 3):
+        binarize_weights_(getattr(model, f"layer{i}"))
+    return model
 
 
 def binarize_weights_(model: nn.Module) -> nn.Module:

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from common.errors import NnqError
-from common.models import BnnConvNet, LeNet5, ResNetCifar
+from common.models import BnnConvNet, LeNet5, ResNetCifar, shortcut_a
 from papers.xnor.xnor import XnorConv2d, XnorLinear, binarize_model_
 
 MODES = ("fp", "bwn", "xnor")
@@ -125,11 +125,6 @@ class XnorBnnConvNet(nn.Module):
         return self.classifier(self.features(x))
 
 
-def _shortcut_a(x: torch.Tensor, planes: int) -> torch.Tensor:
-    # option A (He et al. 2016): [B, planes/2, H, W] -> [B, planes, H/2, W/2]
-    return F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, planes // 4, planes // 4))
-
-
 class XnorBasicBlock(nn.Module):
     """x -> BN -> XnorConv3 -> BN -> XnorConv3 -> + shortcut(x) (Fig. 3 order inside a residual block)."""
 
@@ -144,7 +139,7 @@ class XnorBasicBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.conv2(self.bn2(self.conv1(self.bn1(x))))
-        return out + (_shortcut_a(x, self.planes) if self.downsample else x)
+        return out + (shortcut_a(x, self.planes) if self.downsample else x)
 
 
 class XnorResNetCifar(ResNetCifar):
