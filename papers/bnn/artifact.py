@@ -20,7 +20,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from common.errors import NnqError
-from common.runs import read_safetensors
+from common.evaluate import read_safetensors
 from papers.bnn.bnn import binary_layers
 
 FORMAT = "nnq-bnn-packed-v1"

@@ -19,8 +19,8 @@ from common.report import (
     summary_footer,
     update_readme_block,
 )
-from common.runs import load_approved, results_cli, results_dir
-from common.runs import run_missing as common_run_missing
+from common.results import load_approved, results_cli, results_dir
+from common.results import run_missing as common_run_missing
 from papers.bnn.config import PRESETS
 from papers.bnn.paper_numbers import TEST_ERROR
 from papers.bnn.train import main
