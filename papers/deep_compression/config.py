@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from common.cli import BaseConfig
 from common.errors import NnqError
+from common.settings import SETTINGS
 
 from papers.deep_compression.share import INIT_METHODS
 
@@ -53,6 +54,16 @@ class Config(BaseConfig):
     """Learning rate of centroid fine-tuning."""
     weight_decay: float = 1e-5
     """L2 regularisation of the float and retraining stages (Han 2015 Sec. 3.1 uses L2 for pruning)."""
+    setting: str | None = None
+    """Study setting (common.settings) the run belongs to; it fixes data, start weights and step budget."""
+    steps: int | None = None
+    """Step budget of the whole compression (replaces --epochs/--share-epochs): split evenly over the
+    --prune-iterations retraining rounds and the centroid fine-tuning, each with a per-step cosine to 0."""
+    keep_float: tuple[str, ...] = ()
+    """Layers left dense and float (neither pruned nor shared), e.g. the first conv and last linear."""
+    lr_grid: tuple[float, ...] = ()
+    """Retraining LRs tried by pilot runs on the validation split (empty: use --retrain-lr); --share-lr
+    scales with the chosen LR (it keeps its ratio to --retrain-lr)."""
 
     def validate(self) -> None:
         super().validate()
@@ -78,8 +89,24 @@ class Config(BaseConfig):
             raise NnqError(f"--optimizer must be adam or sgd, got {self.optimizer!r}")
         if not (self.retrain_lr > 0 and self.share_lr > 0 and self.weight_decay >= 0):
             raise NnqError("--retrain-lr and --share-lr must be positive and --weight-decay >= 0")
+        if self.setting is not None and self.setting not in SETTINGS:
+            raise NnqError(f"--setting must be one of {', '.join(SETTINGS)} or none, got {self.setting!r}")
+        if self.steps is not None and self.steps < self.prune_iterations + 1:
+            raise NnqError(f"--steps must be at least --prune-iterations + 1 ({self.prune_iterations + 1})")
+        if any(not lr > 0 for lr in self.lr_grid):
+            raise NnqError(f"--lr-grid values must be positive, got {self.lr_grid}")
         if self.normalize not in ("default", "imagenet", "none"):
             raise NnqError(f"--normalize must be default, imagenet or none, got {self.normalize!r}")
+
+
+def _study_preset(name: str) -> Config:
+    """The study setting ``name``'s row: data, start weights, budget and float layers from common.settings."""
+    st = SETTINGS[name]
+    return Config(preset=name, setting=name, dataset=st.dataset, arch=st.arch, weights=st.weights, baseline_epochs=0,
+                  normalize=st.normalize, batch_size=st.batch_size, val_size=st.val_size, steps=st.steps,
+                  keep_float=st.keep_float, optimizer="sgd", lr=st.float_recipe.lr_grid[0],
+                  lr_grid=st.float_recipe.lr_grid, retrain_lr=0.01, share_lr=3e-5, weight_decay=5e-4,
+                  density=(0.5,), prune_iterations=3, bits=(5,), index_bits=4)
 
 
 PRESETS: dict[str, Config] = {
@@ -99,14 +126,9 @@ PRESETS: dict[str, Config] = {
                            epochs=8, batch_size=128, optimizer="sgd", lr=0.02, retrain_lr=0.02, share_lr=1e-5,
                            weight_decay=5e-4, density=(0.66, 0.12, 0.08, 0.19), prune_iterations=6,
                            bits=(8, 8, 5, 5), index_bits=5, share_epochs=4),
-    # ResNet-20 from the shared akamaster weights, on our CIFAR-10 JPEG q75 copy.
-    # The float baseline is the shared net fine-tuned on the JPEG training set for 3 epochs: the compressed
-    # net's 15 retraining epochs on that set would otherwise be compared with a net that never saw it.
-    "cifar10_resnet20": Config(preset="cifar10_resnet20", dataset="cifar10_jpeg", arch="resnet20",
-                               baseline_epochs=3, weights="akamaster-pytorch_resnet_cifar10/resnet20-12fca82f.th",
-                               normalize="imagenet", epochs=5, batch_size=128, lr=1e-3, retrain_lr=2e-4,
-                               share_lr=1e-4, density=(0.5,), prune_iterations=3, bits=(5,), index_bits=4,
-                               share_epochs=3),
+    # The study row: the setting's ResNet-20, prune -> retrain x3 -> share -> fine-tune within the setting's 1,400 steps
+    # (4 stages x 350), SGD + momentum as in the paper, retraining LR chosen on validation by pilot runs.
+    "cifar10_resnet20": _study_preset("cifar10_resnet20"),
     # The paper's LeNet-300-100 setting (Table 2, 6-bit weights) on lenet300_mnist's schedule.
     "paper": Config(preset="paper", dataset="mnist", arch="lenet300", baseline_epochs=40, epochs=10,
                     batch_size=128, optimizer="sgd", lr=0.05, retrain_lr=0.01, share_lr=1e-5, weight_decay=5e-4,

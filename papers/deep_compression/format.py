@@ -46,6 +46,8 @@ import torch
 from torch import nn
 
 from common.errors import NnqError
+from common.evaluate import StoredField
+from common.paths import atomic_write_bytes
 
 from papers.deep_compression.huffman import (bits_for, entropy_bits, fixed_width_decode, fixed_width_encode,
                       huffman_code_lengths, huffman_decode, huffman_encode, positions_from_relative,
@@ -82,6 +84,29 @@ class EncodeStats:
     size_bytes: int
     layers: dict[str, dict] = field(default_factory=dict)
     dense_bytes: int = 0
+    dense: dict[str, tuple[int, int]] = field(default_factory=dict)
+    """State-dict key of every raw tensor -> (values, bits per value)."""
+
+    def stored_fields(self) -> list[StoredField]:
+        """The file's representation field by field, without its format overhead (magic, record heads, names,
+        stream lengths, CRC): codebooks at fp32, index and position streams at their coded length (with the
+        4-bit-per-symbol Huffman table a decoder needs), survivors of pruned float layers at fp32, every raw
+        tensor at its width. Their sum is ``Summary.model_bits`` (``common.evaluate.model_bits``)."""
+        out = []
+        for name, s in self.layers.items():
+            if s["kind"] == "shared":
+                out.append(StoredField.fixed(f"{name}.codebook", s["k"], 32))
+                out.append(_stream_field(f"{name}.index", s["index"]))
+            else:
+                out.append(StoredField.fixed(f"{name}.values", s["n_weights"], 32))
+            out.append(_stream_field(f"{name}.position", s["position"]))
+        out += [StoredField.fixed(key, n, width) for key, (n, width) in self.dense.items()]
+        return out
+
+
+def _stream_field(name: str, st: dict) -> StoredField:
+    """A coded stream: its payload bits plus its code table (a constant stream stores only its symbol)."""
+    return StoredField.stream(name, st["n"], st["payload_bits"] + 8 * st["table_bytes"])
 
 
 @dataclass
@@ -247,6 +272,7 @@ def encode(model: nn.Module, path: str | os.PathLike, *, width: int | None = 5, 
         _write_head(body, DENSE, key, t.dtype, tuple(t.shape))
         body.write(t.numpy().tobytes() if t.dtype != torch.bool else t.to(torch.uint8).numpy().tobytes())
         stats.dense_bytes += body.tell() - start
+        stats.dense[key] = (t.numel(), 8 * t.element_size())
         n_records += 1
     if n_records > 65535:
         raise NnqError("too many tensors for the format (at most 65535 records)")
@@ -256,10 +282,7 @@ def encode(model: nn.Module, path: str | os.PathLike, *, width: int | None = 5, 
     head = MAGIC + struct.pack("<BBHI", VERSION, 0, n_records, file_len)
     data = head + payload
     data += struct.pack("<I", zlib.crc32(data) & 0xFFFFFFFF)
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    path = atomic_write_bytes(path, data)
     stats.size_bytes = path.stat().st_size
     return stats
 
@@ -309,13 +332,65 @@ def _read_positions(r: _Reader, numel: int, width: int, n_weights: int, n_pos: i
     return pos
 
 
-def decode(path: str | os.PathLike) -> DecodedModel:
-    """Read a file written by `encode`.
+def _skip_stream(r: _Reader, name: str, n: int, alphabet: int) -> StoredField:
+    """The stored field of the stream at ``r`` (payload bits + code table, as EncodeStats counts it), skipped."""
+    (coding,) = r.unpack("B")
+    table = 0
+    if coding == HUFFMAN:
+        table = len(r.take((alphabet + 1) // 2))
+    elif coding == CONSTANT:
+        r.take(2)
+        return StoredField.stream(name, n, 16)
+    elif coding != FIXED:
+        raise NnqError(f"unknown stream coding {coding}; the file is corrupt")
+    (nbits,) = r.unpack("I")
+    r.take((nbits + 7) // 8)
+    return StoredField.stream(name, n, nbits + 8 * table)
 
-    Raises:
-        NnqError: the file is missing, not ours, of another version, truncated or corrupted.
-    """
-    path = Path(path)
+
+def stored_fields(path: str | os.PathLike) -> list[StoredField]:
+    """The stored fields of a file written by `encode`, read from the file itself: the same list as the
+    writer's ``EncodeStats.stored_fields()`` (codebooks and fp32 survivors at 32 bits, streams at their coded
+    length with their code tables, dense tensors at their width), without magic, record heads, names,
+    stream lengths and CRC. ``common.evaluate.model_bits`` of it is the run's ``model_bits``."""
+    data, n_records = _checked_bytes(Path(path))
+    r = _Reader(data, 12, len(data) - 4)
+    fields: list[StoredField] = []
+    dense: list[StoredField] = []
+    for _ in range(n_records):
+        kind, name_len = r.unpack("BB")
+        name = r.take(name_len).decode("utf-8")
+        dcode, ndim = r.unpack("BB")
+        if dcode not in _DTYPES:
+            raise NnqError(f"unknown dtype code {dcode} in {path}; the file is corrupt")
+        shape = r.unpack(f"{ndim}I")
+        numel = int(np.prod(shape)) if ndim else 1
+        if kind == DENSE:
+            dtype = _DTYPES[dcode]
+            itemsize = torch.empty(0, dtype=dtype).element_size()
+            r.take(numel * itemsize)
+            dense.append(StoredField.fixed(name, numel, 8 * itemsize))
+        elif kind == SHARED:
+            (k,) = r.unpack("H")
+            r.take(4 * k)
+            width, n_weights, n_pos = r.unpack("BII")
+            fields.append(StoredField.fixed(f"{name}.codebook", k, 32))
+            fields.append(_skip_stream(r, f"{name}.index", n_weights, k))
+            fields.append(_skip_stream(r, f"{name}.position", n_pos, 1 << width))
+        elif kind == SPARSE_FP32:
+            width, n_weights, n_pos = r.unpack("BII")
+            r.take(4 * n_weights)
+            fields.append(StoredField.fixed(f"{name}.values", n_weights, 32))
+            fields.append(_skip_stream(r, f"{name}.position", n_pos, 1 << width))
+        else:
+            raise NnqError(f"unknown record kind {kind} in {path}; the file is corrupt")
+    if r.pos != r.end:
+        raise NnqError(f"{path} has {r.end - r.pos} unread bytes after its records; the file is corrupt")
+    return fields + dense
+
+
+def _checked_bytes(path: Path) -> tuple[bytes, int]:
+    """The bytes of a file written by `encode` and its record count, after every whole-file check."""
     if not path.is_file():
         raise NnqError(f"compressed file {path} does not exist; run the training first or pass the right path")
     data = path.read_bytes()
@@ -329,7 +404,17 @@ def decode(path: str | os.PathLike) -> DecodedModel:
     (crc,) = struct.unpack("<I", data[-4:])
     if zlib.crc32(data[:-4]) & 0xFFFFFFFF != crc:
         raise NnqError(f"{path} fails its CRC32 check; the file is corrupt, re-encode the model")
+    return data, n_records
 
+
+def decode(path: str | os.PathLike) -> DecodedModel:
+    """Read a file written by `encode`.
+
+    Raises:
+        NnqError: the file is missing, not ours, of another version, truncated or corrupted.
+    """
+    path = Path(path)
+    data, n_records = _checked_bytes(path)
     r = _Reader(data, 12, len(data) - 4)
     out = DecodedModel(tensors={}, shared={}, sparse={})
     for _ in range(n_records):

@@ -24,8 +24,8 @@ from common.report import (
     summary_footer,
     update_readme_block,
 )
-from common.runs import approve, load_approved, results_cli, results_dir
-from common.runs import run_missing as common_run_missing
+from common.results import approve, load_approved, results_cli, results_dir
+from common.results import run_missing as common_run_missing
 from papers.deep_compression import sweeps
 from papers.deep_compression.config import PRESETS
 from papers.deep_compression.paper_numbers import (LENET5_LAYERS, LENET5_REF, LENET300_LAYERS, LENET300_REF,

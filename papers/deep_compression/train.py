@@ -7,11 +7,17 @@ codebook indices and relative sparse indices). After each stage the model is eva
 stage's real file is written and measured: ``pruned.nqdc`` (fp32 survivors + fixed-width relative
 indices), ``shared_fixed.nqdc`` (fixed-width codebook indices), ``model.nqdc`` (Huffman). The last
 one is decoded into a fresh float model, which must predict exactly what the shared model
-predicts; ``size_bytes`` is its size on disk.
+predicts; ``size_bytes`` is its size on disk, ``model_bits`` the sum of its stored fields.
+
+Every stage evaluates on the validation split while it trains; the test split is read once per reported
+model (the stage table of the paper's Tables 2-3 and the final model). With ``--setting`` (the study row)
+the whole compression runs within the setting's step budget, and the retraining LR is chosen on the
+validation split by pilot runs (``common.study.choose_lr``).
 """
 
 from __future__ import annotations
 
+import copy
 import re
 from pathlib import Path
 from typing import Iterable
@@ -22,11 +28,12 @@ from torch import nn
 from common.cli import cli_main
 from common.data import DataBundle, find_weights, load_dataset
 from common.errors import NnqError
-from common.evaluate import accuracy, count_params, fp32_size_bytes, predictions
+from common.evaluate import count_params, evaluate_split, fp32_size_bytes, model_bits, predictions
 from common.models import build_model as build_common_model
 from common.models import load_lenet5_mnist, load_resnet_cifar
 from common.runs import Run
-from common.train import Callback, fit, seed_everything
+from common.settings import get_setting
+from common.train import Callback, cosine_per_step, fit, seed_everything
 from papers.deep_compression.config import PRESETS, Config
 from papers.deep_compression.format import decode, encode, load_into
 from papers.deep_compression.huffman import excess_pct
@@ -84,7 +91,35 @@ def run_key(cfg: Config) -> str:
 
 
 def _error(model: nn.Module, data: DataBundle) -> float:
-    return round(100.0 - accuracy(model, data.x_test, data.y_test)["top1"], 4)
+    """Test error (%) of a model whose number is reported (read once per reported model)."""
+    return round(100.0 - evaluate_split(model, data, "test")["top1"], 4)
+
+
+def compressed_layers(cfg: Config, model: nn.Module) -> list[str]:
+    """The prunable layers of ``model`` less those ``--keep-float`` leaves dense and float."""
+    names = list(prunable_layers(model))
+    unknown = [n for n in cfg.keep_float if n not in names]
+    if unknown:
+        raise NnqError(f"--keep-float names {unknown}, not prunable layers of {cfg.arch}; choose from {names}")
+    return [n for n in names if n not in cfg.keep_float]
+
+
+def stage_steps(total: int, iterations: int) -> list[int]:
+    """A step budget split evenly over ``iterations`` retraining rounds and the centroid fine-tuning (last)."""
+    n = iterations + 1
+    return [total // n + (1 if i < total % n else 0) for i in range(n)]
+
+
+def _train(model: nn.Module, cfg: Config, data: DataBundle, run: Run | None, opt: torch.optim.Optimizer, *,
+           epochs: int, steps: int | None, callbacks, tag: str, seed: int, desc: str) -> dict:
+    """One training stage: ``epochs`` with a per-epoch cosine, or ``steps`` with a per-step cosine."""
+    if steps is not None:
+        return fit(model, data, steps=steps, batch_size=cfg.batch_size, optimizer=opt,
+                   scheduler=cosine_per_step(opt, steps), scheduler_interval="step", callbacks=callbacks, run=run,
+                   tag=tag, seed=seed, desc=desc, max_steps=cfg.max_steps, precision=cfg.precision)
+    return fit(model, data, epochs=epochs, batch_size=cfg.batch_size, optimizer=opt,
+               scheduler=torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs), callbacks=callbacks, run=run,
+               tag=tag, seed=seed, desc=desc, max_steps=cfg.max_steps, precision=cfg.precision)
 
 
 def _hist(values: torch.Tensor, lo: float, hi: float, bins: int = 100) -> list[int]:
@@ -137,16 +172,16 @@ def float_baseline(cfg: Config, data: DataBundle, run: Run | None, callbacks: It
         return load_baseline(cfg, data).eval(), 0.0
     model = load_baseline(cfg, data).train() if cfg.weights else build_model(cfg, data)
     opt = _optimizer(cfg, model.parameters(), cfg.lr, cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.baseline_epochs)
-    res = fit(model, data, epochs=cfg.baseline_epochs, batch_size=cfg.batch_size, optimizer=opt, scheduler=sched,
-              callbacks=callbacks, run=run, tag="float", seed=cfg.seed, desc="float")
+    res = _train(model, cfg, data, run, opt, epochs=cfg.baseline_epochs, steps=None, callbacks=callbacks,
+                 tag="float", seed=cfg.seed, desc="float")
     return model.eval(), res["train_time_s"]
 
 
 def prune_retrain(model: nn.Module, cfg: Config, data: DataBundle, run: Run | None, density: dict[str, float],
-                  *, iterations: int, epochs: int, tag: str = "prune", callbacks: Iterable[Callback] = ()
-                  ) -> tuple[PruneMasks, list[dict], float]:
-    """Stage 1 (Han 2015 Sec. 3.3): ``iterations`` rounds of prune -> retrain ``epochs`` epochs, in place.
+                  *, iterations: int, epochs: int, tag: str = "prune", callbacks: Iterable[Callback] = (),
+                  steps: list[int] | None = None, lr: float | None = None) -> tuple[PruneMasks, list[dict], float]:
+    """Stage 1 (Han 2015 Sec. 3.3): ``iterations`` rounds of prune -> retrain ``epochs`` epochs (or ``steps[t]``
+    steps), in place, at ``lr`` (default --retrain-lr).
 
     Returns:
         (the masks, the quality parameter of every layer per round, training seconds).
@@ -156,12 +191,11 @@ def prune_retrain(model: nn.Module, cfg: Config, data: DataBundle, run: Run | No
     qualities, seconds = [], 0.0
     for t in range(iterations):
         qualities.append(masks.prune_({n: s[t] for n, s in schedules.items()}))
-        if epochs:
-            opt = _optimizer(cfg, model.parameters(), cfg.retrain_lr, cfg.weight_decay)
-            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs)
-            res = fit(model, data, epochs=epochs, batch_size=cfg.batch_size, optimizer=opt, scheduler=sched,
-                      callbacks=[masks, *callbacks], run=run, tag=f"{tag}{t + 1}", seed=cfg.seed + t + 1,
-                      desc=f"prune {t + 1}/{iterations} ({masks.total_density():.1%} kept)")
+        if epochs or steps:
+            opt = _optimizer(cfg, model.parameters(), lr or cfg.retrain_lr, cfg.weight_decay)
+            res = _train(model, cfg, data, run, opt, epochs=epochs, steps=steps[t] if steps else None,
+                         callbacks=[masks, *callbacks], tag=f"{tag}{t + 1}", seed=cfg.seed + t + 1,
+                         desc=f"prune {t + 1}/{iterations} ({masks.total_density():.1%} kept)")
             seconds += res["train_time_s"]
     masks.detach()
     masks.apply_()
@@ -170,22 +204,23 @@ def prune_retrain(model: nn.Module, cfg: Config, data: DataBundle, run: Run | No
 
 def share_finetune(model: nn.Module, cfg: Config, data: DataBundle, run: Run | None, bits: dict[str, int],
                    masks: dict[str, torch.Tensor] | None, *, init: str, epochs: int, tag: str = "share",
-                   callbacks: Iterable[Callback] = ()) -> tuple[dict[str, nn.Module], float, float]:
-    """Stage 2 (Sec. 3): k-means weight sharing, then ``epochs`` epochs of centroid fine-tuning (Eq. 3).
+                   callbacks: Iterable[Callback] = (), steps: int | None = None, lr: float | None = None,
+                   report: bool = True) -> tuple[dict[str, nn.Module], float | None, float]:
+    """Stage 2 (Sec. 3): k-means weight sharing, then ``epochs`` epochs (or ``steps`` steps) of centroid
+    fine-tuning (Eq. 3) at ``lr`` (default --share-lr).
 
     Returns:
-        (the shared layers by name, test error before fine-tuning, training seconds).
+        (the shared layers by name, test error before fine-tuning (None unless ``report``), training seconds).
     """
     gen = torch.Generator().manual_seed(cfg.seed)
     shared = share_weights_(model, bits, init=init, masks=masks, generator=gen)
     model.eval()
-    error_before = _error(model, data)
+    error_before = _error(model, data) if report else None
     seconds = 0.0
-    if epochs:
-        opt = _optimizer(cfg, model.parameters(), cfg.share_lr, 0.0)
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs)
-        res = fit(model, data, epochs=epochs, batch_size=cfg.batch_size, optimizer=opt, scheduler=sched,
-                  callbacks=callbacks, run=run, tag=tag, seed=cfg.seed + 100, desc="centroid fine-tune")
+    if epochs or steps:
+        opt = _optimizer(cfg, model.parameters(), lr or cfg.share_lr, 0.0)
+        res = _train(model, cfg, data, run, opt, epochs=epochs, steps=steps, callbacks=callbacks, tag=tag,
+                     seed=cfg.seed + 100, desc="centroid fine-tune")
         seconds = res["train_time_s"]
     model.eval()
     for m in shared.values():
@@ -193,8 +228,71 @@ def share_finetune(model: nn.Module, cfg: Config, data: DataBundle, run: Run | N
     return shared, error_before, seconds
 
 
-def main(cfg: Config, callbacks: Iterable[Callback] = ()) -> dict:
-    """Compress the network of ``cfg`` through the three stages; return the summary dict.
+def load_data(cfg: Config) -> DataBundle:
+    """The data of ``cfg``: its study setting's (training less validation, validation, test), else --dataset."""
+    if cfg.setting:
+        from common.study import load_data as setting_data
+
+        return setting_data(get_setting(cfg.setting), cfg.data_dir, limit_train=cfg.limit_train,
+                            limit_test=cfg.limit_test)
+    return load_dataset(cfg.dataset, cfg.data_dir, normalize=cfg.normalize, resize=cfg.resize,
+                        limit_train=cfg.limit_train, limit_test=cfg.limit_test, val_size=cfg.val_size)
+
+
+def compress(model: nn.Module, cfg: Config, data: DataBundle, run: Run | None, density: dict[str, float],
+             bits: dict[str, int], *, lr: float, steps: int | None, callbacks: Iterable[Callback] = (),
+             report: bool = True) -> dict:
+    """Stages 1-2 on ``model`` in place: prune -> retrain (x iterations) -> share -> fine-tune centroids.
+
+    Args:
+        lr: retraining LR; centroid fine-tuning runs at ``lr * share_lr / retrain_lr``.
+        steps: the whole step budget (split by :func:`stage_steps`), or None for the preset's epochs.
+        report: evaluate the intermediate models on the test split (the stage table); pilots pass False.
+    """
+    split = stage_steps(steps, cfg.prune_iterations) if steps else None
+    masks, qualities, t_prune = prune_retrain(model, cfg, data, run, density, iterations=cfg.prune_iterations,
+                                              epochs=cfg.epochs, callbacks=callbacks, steps=split and split[:-1],
+                                              lr=lr)
+    model.eval()
+    out = {"masks": masks, "qualities": qualities, "t_prune": t_prune}
+    if report:
+        out["pruned_error"] = _error(model, data)
+        out["pruned_file"] = encode(model, run.dir / "pruned.nqdc", width=cfg.index_bits, huffman=False,
+                                    sparse_layers=list(density))
+        big = out["big"] = max(density, key=lambda n: prunable_layers(model)[n].weight.numel())
+        w = prunable_layers(model)[big].weight.detach().flatten()
+        out["w_pruned"] = w[masks.masks[big].flatten()].clone()
+    shared, out["error_before_ft"], out["t_share"] = share_finetune(
+        model, cfg, data, run, bits, masks.masks, init=cfg.init, epochs=cfg.share_epochs, callbacks=callbacks,
+        steps=split[-1] if split else None, lr=lr * cfg.share_lr / cfg.retrain_lr, report=report)
+    out["shared"] = shared
+    return out
+
+
+def choose_retrain_lr(cfg: Config, data: DataBundle, base: nn.Module, density: dict[str, float],
+                      bits: dict[str, int], run: Run) -> tuple[float, dict[float, float]]:
+    """The retraining LR of ``cfg.lr_grid`` whose pilot (the whole compression at the setting's pilot budget,
+    from the same float model) scores best on the validation split; pilots are kept in ``pilots.json``."""
+    from common.study import choose_lr
+
+    pilot_steps = get_setting(cfg.setting).lr_pilot_steps if cfg.setting else max(1, (cfg.steps or 0) // 4)
+    if cfg.max_steps:
+        pilot_steps = min(pilot_steps, cfg.max_steps * (cfg.prune_iterations + 1))
+
+    def pilot(lr: float, steps: int) -> float:
+        seed_everything(cfg.seed)
+        model = copy.deepcopy(base).train()
+        compress(model, cfg, data, None, density, bits, lr=lr, steps=steps, report=False)
+        return evaluate_split(model, data, "val")["top1"]
+
+    done = {float(k): v for k, v in (run.read_json("pilots.json") if (run.dir / "pilots.json").is_file()
+                                     else {}).items()}
+    return choose_lr(pilot, cfg.lr_grid, max(pilot_steps, cfg.prune_iterations + 1), done=done,
+                     record=lambda r: run.write_json("pilots.json", {str(k): v for k, v in r.items()}))
+
+
+def main(cfg: Config, callbacks: Iterable[Callback] = ()):
+    """Compress the network of ``cfg`` through the three stages; return the typed summary.
 
     Args:
         cfg: a validated Config (see ``config.PRESETS``).
@@ -202,9 +300,8 @@ def main(cfg: Config, callbacks: Iterable[Callback] = ()) -> dict:
     """
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    data = load_dataset(cfg.dataset, cfg.data_dir, normalize=cfg.normalize, resize=cfg.resize,
-                        limit_train=cfg.limit_train, limit_test=cfg.limit_test)
-    layers = list(prunable_layers(build_model(cfg, data)))  # check the per-layer flags before any training
+    data = load_data(cfg)
+    layers = compressed_layers(cfg, build_model(cfg, data))  # check the per-layer flags before any training
     density = per_layer(cfg.density, layers, "density")
     bits = per_layer(cfg.bits, layers, "bits")
     run = Run.start(PAPER, cfg, run_key(cfg))
@@ -218,20 +315,15 @@ def main(cfg: Config, callbacks: Iterable[Callback] = ()) -> dict:
         big = max(layers, key=lambda n: prunable_layers(model)[n].weight.numel())
         w_dense = prunable_layers(model)[big].weight.detach().flatten().clone()
 
-        # ---- stage 1: iterative pruning + retraining
-        masks, qualities, times["prune"] = prune_retrain(model, cfg, data, run, density,
-                                                         iterations=cfg.prune_iterations, epochs=cfg.epochs,
-                                                         callbacks=callbacks)
-        model.eval()
-        pruned_error = _error(model, data)
-        pruned_file = encode(model, run.dir / "pruned.nqdc", width=cfg.index_bits, huffman=False,
-                             sparse_layers=layers)
-        w_pruned = prunable_layers(model)[big].weight.detach().flatten()
-        w_pruned = w_pruned[masks.masks[big].flatten()].clone()
+        lr, pilots = cfg.retrain_lr, {}
+        if cfg.lr_grid:
+            lr, pilots = choose_retrain_lr(cfg, data, model, density, bits, run)
+            seed_everything(cfg.seed)
 
-        # ---- stage 2: weight sharing + centroid fine-tuning
-        shared, shared_error_before_ft, times["share"] = share_finetune(
-            model, cfg, data, run, bits, masks.masks, init=cfg.init, epochs=cfg.share_epochs, callbacks=callbacks)
+        # ---- stages 1-2: iterative pruning + retraining, weight sharing + centroid fine-tuning
+        c = compress(model, cfg, data, run, density, bits, lr=lr, steps=cfg.steps, callbacks=callbacks)
+        masks, shared = c["masks"], c["shared"]
+        times["prune"], times["share"] = c["t_prune"], c["t_share"]
         shared_error = _error(model, data)
         shared_file = encode(model, run.dir / "shared_fixed.nqdc", width=cfg.index_bits, huffman=False)
 
@@ -243,7 +335,8 @@ def main(cfg: Config, callbacks: Iterable[Callback] = ()) -> dict:
         if not same:
             raise NnqError(f"{run.dir / 'model.nqdc'} does not reproduce the shared model's predictions; "
                            "please report this")
-        final_error = _error(restored, data)
+        test = evaluate_split(restored, data, "test")
+        final_error = round(100.0 - test["top1"], 4)
 
         table = layer_table(final.layers, shared_file.layers, bits)
         sym_bits = sum(s["index"]["payload_bits"] for s in final.layers.values())
@@ -257,12 +350,12 @@ def main(cfg: Config, callbacks: Iterable[Callback] = ()) -> dict:
 
         report = {
             "float": stage(fp_bytes, fp_error),
-            "pruned": {**stage(pruned_file.size_bytes, pruned_error), "file": "pruned.nqdc",
+            "pruned": {**stage(c["pruned_file"].size_bytes, c["pruned_error"]), "file": "pruned.nqdc",
                        "density": round(masks.total_density(), 5),
                        "layer_density": {n: round(d, 5) for n, d in masks.density().items()},
-                       "quality": qualities},
+                       "quality": c["qualities"]},
             "shared": {**stage(shared_file.size_bytes, shared_error), "file": "shared_fixed.nqdc",
-                       "error_before_finetune": shared_error_before_ft, "init": cfg.init},
+                       "error_before_finetune": c["error_before_ft"], "init": cfg.init},
             "huffman": {**stage(final.size_bytes, final_error), "file": "model.nqdc"},
             "layers": table,
             "huffman_vs_entropy": {
@@ -279,19 +372,48 @@ def main(cfg: Config, callbacks: Iterable[Callback] = ()) -> dict:
         counts = torch.bincount(sm.idx[sm.mask], minlength=sm.codebook.numel())
         run.write_json("histograms.json", {
             "layer": big, "range": [lo, hi], "bins": 100,
-            "dense": _hist(w_dense, lo, hi), "pruned": _hist(w_pruned, lo, hi),
+            "dense": _hist(w_dense, lo, hi), "pruned": _hist(c["w_pruned"], lo, hi),
             "shared_centroids": sm.codebook.detach().tolist(), "shared_counts": counts.tolist()})
 
-        train_time = round(sum(times.values()), 3)
+        fp_value, fp_recipe = round(100 - fp_error, 4), _fp_recipe(cfg)
+        if cfg.setting:
+            from common.study import float_reference
+
+            ref = float_reference(cfg.setting, cfg.seed)
+            fp_value, fp_recipe = ref if ref else (None, None)
+        w_bits = mean_weight_bits(bits, {n: int(m.mask.sum()) for n, m in shared.items()})
         return run.finish({
-            "dataset": data.label, "metric": "test_top1", "value": round(100 - final_error, 4),
-            "fp_value": round(100 - fp_error, 4), "params": count_params(build_model(cfg, data)),
-            "model_bits": 8 * final.size_bytes, "size_bytes": final.size_bytes,
-            "compression_ratio": round(fp_bytes / final.size_bytes, 3), "train_time_s": train_time,
-            "test_error": final_error, "fp_test_error": fp_error, "fp32_bytes": fp_bytes,
-            "density": round(masks.total_density(), 5), "artifact": "model.nqdc",
-            "artifact_reproduces_predictions": same, "stages": report,
+            "method": "Deep Compression (P+Q+H)", "dataset": data.label, "metric": "test_top1",
+            "value": round(test["top1"], 4), "fp_value": fp_value, "fp_recipe": fp_recipe,
+            "w_bits": w_bits, "a_bits": None, "setting": cfg.setting,
+            "params": count_params(build_model(cfg, data)), "model_bits": model_bits(final.stored_fields()),
+            "size_bytes": final.size_bytes, "compression_ratio": round(fp_bytes / final.size_bytes, 3),
+            "train_time_s": round(sum(times.values()), 3),
+            "extra": {"test_error": final_error, "fp_test_error": fp_error, "fp32_bytes": fp_bytes,
+                      "density": round(masks.total_density(), 5), "artifact": "model.nqdc",
+                      "artifact_reproduces_predictions": same, "retrain_lr": lr,
+                      "share_lr": lr * cfg.share_lr / cfg.retrain_lr,
+                      "lr_pilots_val_top1": {str(k): v for k, v in pilots.items()},
+                      "val_top1": evaluate_split(restored, data, "val")["top1"] if data.has_split("val") else None,
+                      "stages": report},
         })
+
+
+def mean_weight_bits(bits: dict[str, int], survivors: dict[str, int]) -> float:
+    """``Summary.w_bits``: the weight-sharing width of each shared layer (a codebook of 2**bits centroids,
+    the paper's "5-bit" / "8-bit"), averaged over the layers' surviving weights."""
+    total = sum(survivors.values())
+    return round(sum(bits[n] * k for n, k in survivors.items()) / max(1, total), 4)
+
+
+def _fp_recipe(cfg: Config) -> str:
+    """How this run's own float baseline (its fp_value) was made."""
+    opt = "SGD momentum 0.9" if cfg.optimizer == "sgd" else "Adam"
+    if not cfg.baseline_epochs:
+        return f"the float weights {cfg.weights}, as loaded"
+    if cfg.weights:
+        return f"{cfg.weights} fine-tuned by this run, {cfg.baseline_epochs} epochs, {opt}"
+    return f"float baseline trained by this run, {cfg.baseline_epochs} epochs, {opt}"
 
 
 if __name__ == "__main__":

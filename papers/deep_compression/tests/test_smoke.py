@@ -1,13 +1,14 @@
 """The quick path of Deep Compression on a tiny budget: it learns, prunes to the target, writes a decodable file."""
 
 import dataclasses
-import json
 
 import torch
 
 from common.data import load_dataset
+from common.evaluate import model_bits
+from common.summary import read_summary
 from papers.deep_compression.config import PRESETS
-from papers.deep_compression.format import decode, load_into
+from papers.deep_compression.format import decode, load_into, stored_fields
 from papers.deep_compression.train import build_model, main
 
 
@@ -15,30 +16,36 @@ def test_quick_path_compresses_and_writes_the_run_folder(tmp_path):
     cfg = dataclasses.replace(PRESETS["quick"], baseline_epochs=6, epochs=1, prune_iterations=2, share_epochs=1,
                               density=(0.2, 0.2, 0.5), out_dir=str(tmp_path), threads=1)
     summary = main(cfg)
-    run_dir = tmp_path / "deep_compression" / summary["run_dir"].split("/deep_compression/")[1]
+    run_dir = tmp_path / "deep_compression" / summary.run_dir.split("/deep_compression/")[1]
     for name in ("config.json", "env.json", "metrics.jsonl", "summary.json", "stages.json", "histograms.json",
                  "model.nqdc", "pruned.nqdc", "shared_fixed.nqdc"):
         assert (run_dir / name).is_file(), name
-    assert json.loads((run_dir / "summary.json").read_text()) == summary
-    assert summary["status"] == "finished" and summary["artifact_reproduces_predictions"] is True
-    assert summary["size_bytes"] == (run_dir / "model.nqdc").stat().st_size
-    assert summary["value"] > 60.0  # chance is 10% on digits
+    assert read_summary(run_dir) == summary
+    assert summary.status == "finished" and summary.extra["artifact_reproduces_predictions"] is True
+    assert summary.size_bytes == (run_dir / "model.nqdc").stat().st_size
+    assert summary.value > 60.0  # chance is 10% on digits
+    assert summary.fp_value is not None and summary.fp_recipe and summary.setting is None
+    assert summary.w_bits == cfg.bits[0] and summary.a_bits is None  # one weight-sharing width for every layer
+    # model_bits: the stored fields without the file's own overhead (heads, names, lengths, CRC)
+    assert 0.5 * 8 * summary.size_bytes < summary.model_bits < 8 * summary.size_bytes
+    assert model_bits(stored_fields(run_dir / "model.nqdc")) == summary.model_bits  # the file declares the same
 
-    stages = summary["stages"]
+    extra = summary.extra
+    stages = extra["stages"]
     # sparsity reached equals the target per layer (and overall)
     for name, target in zip(stages["pruned"]["layer_density"], cfg.density):
         assert abs(stages["pruned"]["layer_density"][name] - target) < 0.005
     # every stage shrinks the real file
     sizes = [stages[k]["size_bytes"] for k in ("float", "pruned", "shared", "huffman")]
     assert sizes == sorted(sizes, reverse=True) and len(set(sizes)) == 4
-    assert summary["compression_ratio"] == round(summary["fp32_bytes"] / summary["size_bytes"], 3)
+    assert summary.compression_ratio == round(extra["fp32_bytes"] / summary.size_bytes, 3)
 
     # the file alone rebuilds a float model with the same test accuracy
     data = load_dataset("digits")
     model = load_into(build_model(cfg, data), decode(run_dir / "model.nqdc")).eval()
     with torch.no_grad():
         acc = 100.0 * (model(data.x_test).argmax(1) == data.y_test).float().mean().item()
-    assert abs(acc - summary["value"]) < 1e-3
+    assert abs(acc - summary.value) < 1e-3
     w = model.get_submodule("1").weight
     assert abs((w != 0).float().mean().item() - cfg.density[0]) < 0.005
     assert len(torch.unique(w[w != 0])) <= 2 ** cfg.bits[0]
