@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from common.errors import NnqError
+from common.evaluate import StoredField
 from papers.qlora_clip import nf4
 
 IMAGE_TOWER_TARGETS = r"^(model\.)?visual\.transformer\.resblocks\.\d+\.(attn\.(q|k|v|out)_proj|mlp\.c_fc|mlp\.c_proj)$"
@@ -328,6 +329,57 @@ def base_weight_storage(model: nn.Module, names: Iterable[str] | None = None) ->
     fp32 = 4 * params
     return {"params": params, "bytes": total + cb, "codebook_bytes": cb, "fp32_bytes": fp32,
             "bits_per_param": 8 * (total + cb) / max(params, 1), "ratio_to_fp32": (total + cb) / max(fp32, 1)}
+
+
+def stored_fields(model: nn.Module) -> list[StoredField]:
+    """The model's stored representation, field by field, for ``common.evaluate.model_bits``.
+
+    A 4-bit base layer (bitsandbytes ``Linear4bit`` or `Int4Linear`) stores its weight as 4-bit codes, one 8-bit
+    code per block of 64 for the absmax constants c2 and per block of 256 one fp32 constant c1 plus one fp32
+    offset (Sec. 3, double quantization; without it one fp32 absmax per block). The code books (16 levels of the
+    4-bit type, 256 of the 8-bit one) are constants of the data types, counted once per model. Every other
+    parameter (biases, LoRA adapters, LayerNorms, embeddings) and every floating-point buffer the state dict keeps
+    (the zero-shot head) counts 32 bits.
+    """
+    import bitsandbytes as bnb
+
+    fields: list[StoredField] = []
+    books: dict[str, int] = {}
+    for mod_name, m in model.named_modules():
+        prefix = f"{mod_name}." if mod_name else ""
+        skip = set()
+        if isinstance(m, bnb.nn.Linear4bit) and getattr(m.weight, "quant_state", None) is not None:
+            qs = m.weight.quant_state
+            fields.append(StoredField.fixed(prefix + "weight.codes", math.prod(qs.shape), 4))
+            if qs.nested:
+                fields += [StoredField.fixed(prefix + "weight.absmax", qs.absmax.numel(), 8),
+                           StoredField.fixed(prefix + "weight.absmax2", qs.state2.absmax.numel(), 32),
+                           StoredField.fixed(prefix + "weight.offset", 1, 32)]
+                books["dynamic8"] = qs.state2.code.numel()
+            else:
+                fields.append(StoredField.fixed(prefix + "weight.absmax", qs.absmax.numel(), 32))
+            books[qs.quant_type] = qs.code.numel()
+            skip.add("weight")
+        elif isinstance(m, Int4Linear):
+            q = m.packed_weight
+            fields.append(StoredField.fixed(prefix + "weight.codes", math.prod(q.shape), 4))
+            if q.double_quant:
+                fields += [StoredField.fixed(prefix + "weight.absmax", q.absmax.numel(), 8),
+                           StoredField.fixed(prefix + "weight.absmax2", q.absmax2.numel(), 32),
+                           StoredField.fixed(prefix + "weight.offset", 1, 32)]
+                books["dynamic8"] = 256
+            else:
+                fields.append(StoredField.fixed(prefix + "weight.absmax", q.absmax.numel(), 32))
+            books[m.quant_type] = 16
+            skip.add("weight")  # the fp32 `weight` is the dequantized working copy, not what is stored
+        for p_name, p in m.named_parameters(recurse=False):
+            if p_name not in skip:
+                fields.append(StoredField.fixed(prefix + p_name, p.numel(), 32))
+        for b_name, b in m.named_buffers(recurse=False):
+            if b.is_floating_point() and b_name not in m._non_persistent_buffers_set:
+                fields.append(StoredField.fixed(prefix + b_name, b.numel(), 32))
+    fields += [StoredField.fixed(f"code_book.{name}", n, 32) for name, n in sorted(books.items())]
+    return fields
 
 
 def _nbytes(t: torch.Tensor) -> int:

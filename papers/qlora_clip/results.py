@@ -22,8 +22,8 @@ from common.report import (
     summary_footer,
     update_readme_block,
 )
-from common.runs import load_approved, results_cli, results_dir
-from common.runs import run_missing as common_run_missing
+from common.results import load_approved, results_cli, results_dir
+from common.results import run_missing as common_run_missing
 from papers.qlora_clip.config import PRESETS
 from papers.qlora_clip.paper_numbers import CONSTANT_BITS_PER_PARAM, DATATYPE_PERPLEXITY, MMLU
 from papers.qlora_clip.train import VARIANT_LABEL, main

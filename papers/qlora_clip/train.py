@@ -12,8 +12,12 @@ on the pretrained weights and on N(0, 1).
 from __future__ import annotations
 
 import copy
+import ctypes
+import gc
+import json
 import re
 import time
+from pathlib import Path
 from typing import Iterable
 
 import torch
@@ -24,8 +28,8 @@ from common import clip as cclip
 from common.cli import cli_main
 from common.data import load_dataset
 from common.errors import NnqError
-from common.evaluate import accuracy, count_params, file_size, fp32_size_bytes
-from common.runs import Run, peak_mem_mb
+from common.evaluate import count_params, evaluate_split, file_size, fp32_size_bytes, model_bits
+from common.runs import Run
 from common.train import Callback, fit, seed_everything
 from papers.qlora_clip import lora, nf4
 from papers.qlora_clip.config import PRESETS, Config
@@ -35,6 +39,8 @@ FASHION_CLASSES = ("t-shirt", "trouser", "pullover", "dress", "coat", "sandal", 
                    "ankle boot")
 VARIANT_BASE = {"zero_shot": "fp32", "full_ft": "fp32", "lora": "fp32", "qlora_nf4": "nf4", "qlora_fp4": "fp4",
                 "int4_lora": "int4"}
+VARIANT_METHOD = {"zero_shot": "Zero-shot CLIP", "full_ft": "Full fine-tuning (fp32)", "lora": "LoRA (fp32 base)",
+                  "qlora_nf4": "QLoRA (NF4 + DQ)", "qlora_fp4": "QLoRA (FP4 + DQ)", "int4_lora": "LoRA (Int4 + DQ base)"}
 VARIANT_LABEL = {"zero_shot": "Zero-shot (no tuning)", "full_ft": "Full fine-tuning (fp32)",
                  "lora": "LoRA, fp32 base", "qlora_nf4": "QLoRA, NF4 + DQ base", "qlora_fp4": "QLoRA, FP4 + DQ base",
                  "int4_lora": "LoRA, Int4 + DQ base (ours, simulated)"}
@@ -51,11 +57,37 @@ def class_prompts(dataset: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     raise NnqError(f"no class names for data set {dataset!r}; use digits, mnist, fashion_mnist, cifar10 or cifar10_jpeg")
 
 
+def recorded_pretraining_cost(key: str) -> str:
+    """What the one-time pretraining of cache entry ``key`` took when an approved run recorded it."""
+    for summary in sorted((Path(__file__).parent / "results" / "runs").glob("*/summary.json")):
+        info = json.loads(summary.read_text()).get("extra", {}).get("pretraining") or {}
+        pre = info.get("pretraining") or {}
+        if pre.get("key") == key and info.get("train_time_s"):
+            return (f"it took {info['train_time_s'] / 60:.0f} min on {pre.get('threads', '?')} CPU threads in "
+                    f"{summary.parent.name}")
+    return "its time was not recorded by an approved run"
+
+
 def load_base(cfg: Config, log=print) -> cclip.ClipBundle:
-    """The float CLIP every variant starts from."""
+    """The float CLIP every variant starts from.
+
+    ``pretrained="quick"`` on the small CLIP is our cached contrastive pretraining on CIFAR-10 JPEG; when the cache
+    lacks it, its one-time cost is printed before it is built. Under ``--max-steps`` (a dry run, never a result)
+    open_clip weights that cannot be fetched here are replaced by a random init, and the log says so.
+    """
     if cfg.model == cclip.SMALL_CLIP and cfg.pretrained == "quick":
+        key = cclip.QUICK_PRETRAIN.key()
+        if cclip.cached_pretraining(key) is None:
+            log(f"one-time cost first: the small CLIP is pretrained on CIFAR-10 JPEG and cached as {key} in "
+                f"{cclip.cache_root()} ({recorded_pretraining_cost(key)}); later runs load it in seconds")
         return cclip.ensure_pretrained(cfg.data_dir, log=log)
-    return cclip.load_clip(cfg.model, cfg.pretrained)
+    try:
+        return cclip.load_clip(cfg.model, cfg.pretrained)
+    except NnqError as exc:
+        if cfg.max_steps is None or cfg.pretrained is None or cfg.model == cclip.SMALL_CLIP:
+            raise
+        log(f"dry run: {exc}; continuing with a random init of {cfg.model} (a dry run is never a result)")
+        return cclip.load_clip(cfg.model, None)
 
 
 def _optimizer(cfg: Config, params: list[nn.Parameter], lr: float) -> tuple[torch.optim.Optimizer, str]:
@@ -69,8 +101,9 @@ def _optimizer(cfg: Config, params: list[nn.Parameter], lr: float) -> tuple[torc
     return torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay), note
 
 
-def prepare_variant(variant: str, float_clf: cclip.ClipClassifier, cfg: Config) -> tuple[nn.Module, list[str], list[str]]:
-    """A fresh copy of the float classifier set up for ``variant``.
+def prepare_variant(variant: str, float_clf: cclip.ClipClassifier, cfg: Config,
+                    compute_dtype: str | None = None) -> tuple[nn.Module, list[str], list[str]]:
+    """A fresh copy of the float classifier set up for ``variant`` (``compute_dtype`` overrides the config's).
 
     Returns:
         (model, names of the quantized base layers, names of the LoRA-adapted layers).
@@ -78,7 +111,7 @@ def prepare_variant(variant: str, float_clf: cclip.ClipClassifier, cfg: Config) 
     clf = copy.deepcopy(float_clf)
     base = VARIANT_BASE[variant]
     targets = lora.ALL_LINEAR if cfg.quantize_text else lora.IMAGE_TOWER_TARGETS
-    dtype = torch.bfloat16 if cfg.compute_dtype == "bf16" else torch.float32
+    dtype = torch.bfloat16 if (compute_dtype or cfg.compute_dtype) == "bf16" else torch.float32
     quantized = lora.quantize_linears_(clf, base, targets=targets, double_quant=cfg.double_quant,
                                        backend="ours" if base == "int4" else "bnb", compute_dtype=dtype)
     if quantized and cfg.quantize_text:
@@ -164,13 +197,76 @@ class _StepTimer(Callback):
         self._t = None
 
 
+class _VariantPeakMemory:
+    """The peak memory of one variant, not the process's running maximum.
+
+    GPU: the allocator's peak since a reset. CPU (Linux): the resident set's high-water mark (VmHWM), reset to the
+    current resident set through ``/proc/self/clear_refs`` after freed heap is handed back (``malloc_trim``), so a
+    variant's peak counts what it holds (the shared float model and data included), not what earlier variants did.
+    Elsewhere the kind is None and the peak is not measured.
+    """
+
+    def __init__(self):
+        self.kind: str | None = None
+
+    def reset(self) -> None:
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+            self.kind = "cuda max allocated (this variant)"
+            return
+        try:
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except (OSError, AttributeError):
+            pass
+        try:
+            Path("/proc/self/clear_refs").write_text("5")
+            self.kind = "peak resident set of this variant (VmHWM reset before it)"
+        except OSError:
+            self.kind = None
+
+    def peak_mb(self) -> float | None:
+        if self.kind is None:
+            return None
+        if torch.cuda.is_available():
+            return round(torch.cuda.max_memory_allocated() / 2**20, 1)
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+        return None
+
+
 def run_key(cfg: Config) -> str:
     pre = cfg.pretrained or "rand"
     return re.sub(r"[^A-Za-z0-9.-]+", "-", f"{cfg.model}-{pre}-{cfg.dataset}-r{cfg.lora_r}").strip("-")
 
 
+def _train_variant(variant: str, clf: nn.Module, data, cfg: Config, compute_dtype: str,
+                   callbacks: Iterable[Callback]) -> dict:
+    """Trains one variant in place (constant learning rate, as in the paper, App. B.2); returns its facts."""
+    lr = cfg.full_ft_lr if variant == "full_ft" else cfg.lr
+    opt, opt_note = _optimizer(cfg, [p for p in clf.parameters() if p.requires_grad], lr)
+    timer = _StepTimer()
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=compute_dtype == "bf16")
+    with autocast:
+        # run=None: bitsandbytes' Params4bit does not load back through torch.load(weights_only=True), so the
+        # per-epoch checkpoints of fit are not written; --resume restarts a half-trained variant.
+        res = fit(clf, data, epochs=cfg.epochs, batch_size=cfg.batch_size, optimizer=opt, loss_fn=F.cross_entropy,
+                  callbacks=[timer, *callbacks], run=None, tag=variant, seed=cfg.seed, desc=VARIANT_LABEL[variant],
+                  max_steps=cfg.max_steps)
+    times = sorted(timer.times)
+    return {"history": res["history"], "val_top1": res["val"]["top1"] if res["val"] else None,
+            "train_time_s": res["train_time_s"], "steps": res["steps"], "lr": lr,
+            "time_per_step_s": round(times[len(times) // 2], 4) if times else None, "optimizer": opt_note,
+            "state_bytes": lora.state_bytes(clf, opt)["total"]}
+
+
 def main(cfg: Config, callbacks: Iterable[Callback] = ()) -> dict:
-    """Run every variant of ``cfg``; return the summary dict (also in summary.json; per-variant rows in variants.json).
+    """Run every variant of ``cfg``; return the summary (also in summary.json).
+
+    The summary is the QLoRA NF4 model (or the last variant when it did not run); every other variant is a row of
+    points.json; variants.json holds the per-variant table (storage, time, memory), datatypes.json the data-type
+    errors.
 
     Args:
         cfg: a validated Config (see ``config.PRESETS``).
@@ -179,11 +275,15 @@ def main(cfg: Config, callbacks: Iterable[Callback] = ()) -> dict:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     on_gpu = torch.cuda.is_available()
-    if cfg.compute_dtype == "bf16" and not on_gpu:
-        raise NnqError("--compute-dtype bf16 needs a GPU (bf16 matmuls are ~50x slower on this CPU); use fp32")
+    compute_dtype = cfg.compute_dtype
+    if compute_dtype == "bf16" and not on_gpu:
+        if cfg.max_steps is None:
+            raise NnqError("--compute-dtype bf16 needs a GPU (bf16 matmuls are ~50x slower on this CPU); use fp32")
+        print("dry run on a CPU: the 4-bit layers compute in fp32 instead of bf16")
+        compute_dtype = "fp32"
     classes, templates = class_prompts(cfg.dataset)
     data = load_dataset(cfg.dataset, cfg.data_dir, normalize="none", limit_train=cfg.limit_train,
-                        limit_test=cfg.limit_test)
+                        limit_test=cfg.limit_test, val_size=cfg.val_size)
     run = Run.start(PAPER, cfg, run_key(cfg))
     with run.guard():
         seed_everything(cfg.seed)
@@ -197,83 +297,82 @@ def main(cfg: Config, callbacks: Iterable[Callback] = ()) -> dict:
         shape = weight_shape_stats(float_clf, {"image tower": image_names, "text tower": text_names})
         run.write_json("datatypes.json", {"blocksize": nf4.BLOCKSIZE, "double_quant": True, "errors": dt,
                                           "weight_shape": shape})
+        float_params = count_params(float_clf)
         # --resume continues with the variants that have no row yet (a variant is minutes long; a half-trained
-        # one restarts). Per-epoch checkpoints of 4-bit models are not written: bitsandbytes' Params4bit
-        # does not load back through torch.load(weights_only=True).
+        # one restarts).
         rows = run.read_json("variants.json") if cfg.resume and (run.dir / "variants.json").is_file() else []
         done = {r["variant"] for r in rows}
         if done:
             run.rewrite_metrics([m for m in run.metrics() if m.get("tag") in done])
         artifact = run.dir / "qlora_nf4_model.safetensors"
+        memory = _VariantPeakMemory()
         for variant in cfg.variants:
             if variant in done:
                 continue
+            memory.reset()
             seed_everything(cfg.seed)
-            clf, quantized, adapted = prepare_variant(variant, float_clf, cfg)
+            clf, quantized, adapted = prepare_variant(variant, float_clf, cfg, compute_dtype)
             storage = lora.base_weight_storage(clf, base_names)
-            before = accuracy(clf, data.x_test, data.y_test, batch_size=500)["top1"]
-            row = {"variant": variant, "label": VARIANT_LABEL[variant], "base": VARIANT_BASE[variant],
-                   "zero_shot_top1": round(before, 4), "quantized_layers": len(quantized),
-                   "adapted_layers": len(adapted), "trainable_params": lora.trainable_params(clf),
-                   "base_params": storage["params"], "base_bytes": storage["bytes"],
-                   "base_codebook_bytes": storage["codebook_bytes"],
+            before = evaluate_split(clf, data, "val", batch_size=500)["top1"] if data.has_split("val") else None
+            row = {"variant": variant, "label": VARIANT_LABEL[variant], "method": VARIANT_METHOD[variant],
+                   "base": VARIANT_BASE[variant], "base_val_top1": None if before is None else round(before, 4),
+                   "quantized_layers": len(quantized), "adapted_layers": len(adapted),
+                   "trainable_params": lora.trainable_params(clf), "base_params": storage["params"],
+                   "base_bytes": storage["bytes"], "base_codebook_bytes": storage["codebook_bytes"],
                    "bits_per_base_param": round(storage["bits_per_param"], 4),
                    "base_ratio_to_fp32": round(storage["ratio_to_fp32"], 4)}
-            if on_gpu:
-                torch.cuda.reset_peak_memory_stats()
-            run.log_metrics({"tag": variant, "epoch": 0, "test_top1": before})
+            run.log_metrics({"tag": variant, "epoch": 0, "step": 0, "val_top1": before})
             if variant == "zero_shot":
-                row.update(top1=row["zero_shot_top1"], train_time_s=0.0, steps=0, time_per_step_s=None,
+                row.update(val_top1=row["base_val_top1"], train_time_s=0.0, steps=0, lr=None, time_per_step_s=None,
                            optimizer=None, state_bytes=lora.state_bytes(clf)["total"])
             else:
-                lr = cfg.full_ft_lr if variant == "full_ft" else cfg.lr
-                opt, opt_note = _optimizer(cfg, [p for p in clf.parameters() if p.requires_grad], lr)
-                timer = _StepTimer()
-                autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.compute_dtype == "bf16")
-                with autocast:  # constant learning rate, as in the paper (App. B.2)
-                    res = fit(clf, data, epochs=cfg.epochs, batch_size=cfg.batch_size, optimizer=opt,
-                              loss_fn=F.cross_entropy, callbacks=[timer, *callbacks], run=None, tag=variant,
-                              seed=cfg.seed, desc=VARIANT_LABEL[variant])
-                for record in res["history"]:
+                trained = _train_variant(variant, clf, data, cfg, compute_dtype, callbacks)
+                for record in trained.pop("history"):
                     run.log_metrics(record)
-                times = sorted(timer.times)
-                row.update(top1=round(res["top1"], 4), train_time_s=res["train_time_s"], steps=len(times),
-                           time_per_step_s=round(times[len(times) // 2], 4) if times else None, optimizer=opt_note,
-                           state_bytes=lora.state_bytes(clf, opt)["total"])
-            row["peak_mem_mb"] = round(torch.cuda.max_memory_allocated() / 2**20 if on_gpu else peak_mem_mb(), 1)
-            row["peak_mem_kind"] = "cuda max allocated (this variant)" if on_gpu else "process max RSS so far"
+                row.update(trained)
+            # the test split, read once for the variant's final model
+            row["top1"] = round(evaluate_split(clf, data, "test", batch_size=500)["top1"], 4)
+            row["model_bits"] = model_bits(lora.stored_fields(clf))
+            row["params"] = float_params + (row["trainable_params"] if adapted else 0)
             if variant == "qlora_nf4":  # the real artifact: 4-bit base (codes + DQ constants) + fp32 rest + adapters
                 from safetensors.torch import save_file
 
                 state = {k: v.detach().contiguous().cpu() for k, v in clf.state_dict().items() if torch.is_tensor(v)}
                 save_file(state, str(artifact))
+                row["size_bytes"] = file_size(artifact)
+            row["peak_mem_mb"], row["peak_mem_kind"] = memory.peak_mb(), memory.kind
             rows.append(row)
             run.write_json("variants.json", rows)
             del clf
         by = {r["variant"]: r for r in rows}
-        main_row = by.get("qlora_nf4") or rows[-1]
-        size = fp_size = None
-        if artifact.is_file():
-            size, fp_size = file_size(artifact), fp32_size_bytes(float_clf)
-        fp_row = by.get("lora") or by.get("full_ft")
-        return run.finish({
-            "dataset": data.label, "metric": "test_top1", "value": main_row["top1"],
-            "fp_value": fp_row["top1"] if fp_row else None,
-            "params": count_params(float_clf),
-            "model_bits": 8 * size if size else None, "size_bytes": size,
-            "compression_ratio": round(fp_size / size, 3) if size else None,
-            "train_time_s": round(sum(r["train_time_s"] for r in rows), 3),
-            "model": cfg.model, "pretrained": bundle.pretrained, "pretraining": bundle.info,
-            "split_attention_modules": len(split),
-            "variants": {r["variant"]: r["top1"] for r in rows},
-            "zero_shot_top1": by["zero_shot"]["top1"] if "zero_shot" in by else None,
-            "qlora_minus_lora": round(by["qlora_nf4"]["top1"] - by["lora"]["top1"], 4)
-            if {"qlora_nf4", "lora"} <= by.keys() else None,
-            "bits_per_base_param": main_row["bits_per_base_param"],
-            "base_ratio_to_fp32": main_row["base_ratio_to_fp32"],
+        fp = by.get("full_ft")
+        fp_recipe = (f"full fine-tuning of the fp32 image tower, same data and budget ({cfg.epochs} epochs, batch "
+                     f"{cfg.batch_size}, AdamW lr {cfg.full_ft_lr:g})") if fp else None
+        fp32_bytes = fp32_size_bytes(float_clf)
+
+        def point(r: dict) -> dict:
+            size = r.get("size_bytes")
+            return {
+                "method": r["method"], "dataset": data.label, "metric": "test_top1", "value": r["top1"],
+                "fp_value": fp["top1"] if fp else None, "fp_recipe": fp_recipe,
+                "w_bits": 4 if r["base"] != "fp32" else None, "params": r["params"], "model_bits": r["model_bits"],
+                "size_bytes": size, "compression_ratio": round(fp32_bytes / size, 3) if size else None,
+                "train_time_s": r["train_time_s"], "peak_mem_mb": r["peak_mem_mb"],
+                "extra": {k: r[k] for k in ("variant", "base", "val_top1", "base_val_top1", "trainable_params",
+                                            "bits_per_base_param", "base_ratio_to_fp32", "steps", "lr",
+                                            "time_per_step_s", "state_bytes", "optimizer", "peak_mem_kind")},
+            }
+
+        main_variant = "qlora_nf4" if "qlora_nf4" in by else rows[-1]["variant"]
+        headline = point(by[main_variant])
+        headline["extra"].update({
+            "model": cfg.model, "pretrained": bundle.pretrained, "pretraining": {k: v for k, v in bundle.info.items() if k != "loss_curve"},
+            "split_attention_modules": len(split), "compute_dtype": compute_dtype,
+            "variants_top1": {r["variant"]: r["top1"] for r in rows},
             "datatype_rel_mse": {g: {k: v.get("rel_mse", v.get("mse")) for k, v in d.items()} for g, d in dt.items()},
-            "fp_value_is": "LoRA on the fp32 base",
+            "artifact": artifact.name if artifact.is_file() else None,
         })
+        return run.finish(headline, points=[point(r) for r in rows if r["variant"] != main_variant])
 
 
 if __name__ == "__main__":

@@ -285,3 +285,56 @@ def test_target_matching_nothing_lists_available_layers(tower):
         lora.add_lora_(tower, targets=["not_a_layer"])
     with pytest.raises(NnqError, match="available"):
         lora.add_lora_(copy.deepcopy(tower), targets=r"text\..*")
+
+
+@pytest.mark.parametrize("r,alpha", [(4, 16.0), (2, 3.0)])
+def test_lora_output_difference_is_scaled_b_a_x(r, alpha):
+    # Eq. (3): Y = X W + s X L1 L2 with s = alpha / r; the hand-computed update is the oracle
+    torch.manual_seed(1)
+    model = nn.Sequential()
+    model.add_module("visual", nn.Module())
+    layer = nn.Linear(12, 7)
+    model.visual.proj = layer
+    x = torch.randn(5, 12)
+    base = layer(x).detach()
+    lora.add_lora_(model, targets=["visual.proj"], r=r, alpha=alpha)
+    wrapped = model.visual.proj
+    a, b = wrapped.lora_A["default"].weight, wrapped.lora_B["default"].weight  # A: [r, in], B: [out, r]
+    with torch.no_grad():
+        b.normal_(std=0.3)
+    expected = base + (alpha / r) * x @ a.t() @ b.t()
+    assert torch.allclose(wrapped(x), expected, atol=1e-5)
+    assert not torch.allclose(wrapped(x), base + x @ a.t() @ b.t(), atol=1e-3)  # the scale is not 1
+
+
+@needs_bnb_cpu
+@pytest.mark.parametrize("quant_type", ["nf4", "int4"])
+def test_stored_fields_count_the_measured_4bit_storage(tower, quant_type):
+    # two independent countings agree: declared fields (model_bits) and the bytes of the stored tensors
+    from common.evaluate import model_bits
+
+    fp_bits = model_bits(lora.stored_fields(tower))
+    assert fp_bits == 32 * (sum(p.numel() for p in tower.parameters())
+                            + sum(b.numel() for b in tower.buffers() if b.is_floating_point()))
+    q = lora.quantize_linears_(tower, quant_type, backend="ours" if quant_type == "int4" else "bnb")
+    st = lora.base_weight_storage(tower, q)
+    q_bits = model_bits(lora.stored_fields(tower))
+    assert fp_bits - q_bits == 32 * st["params"] - 8 * st["bytes"]
+    lora.add_lora_(tower, r=4)
+    adapters = sum(p.numel() for n, p in tower.named_parameters() if ".lora_" in n)
+    assert model_bits(lora.stored_fields(tower)) == q_bits + 32 * adapters
+
+
+def test_variant_peak_memory_is_each_variants_own():
+    from papers.qlora_clip.train import _VariantPeakMemory
+
+    mem = _VariantPeakMemory()
+    mem.reset()
+    if mem.kind is None:
+        pytest.skip("no resettable peak-memory counter on this machine")
+    big = torch.ones(64 * 2**20 // 4 * 4)  # 256 MiB, touched
+    del big
+    first = mem.peak_mb()
+    mem.reset()
+    second = mem.peak_mb()  # a later variant that allocates nothing
+    assert first - second > 200
