@@ -121,3 +121,22 @@ def test_packed_artifact_reproduces_predictions_and_is_small(tmp_path):
 def test_unpack_rejects_wrong_length():
     with pytest.raises(NnqError):
         unpack_signs(torch.zeros(3, dtype=torch.uint8), (40,))
+
+
+def test_bnn_resnet20_binarizes_the_blocks_only_and_feeds_them_signs():
+    from common.models import resnet20
+    from papers.bnn.bnn import BinaryConv2d, bnn_resnet_cifar
+
+    float_model = resnet20()
+    model = bnn_resnet_cifar(20)
+    model.load_state_dict(float_model.state_dict())  # same keys: pretrained float weights load unchanged
+    binary = {n for n, m in model.named_modules() if isinstance(m, BinaryConv2d)}
+    assert len(binary) == 18 and not binary & {"conv1", "linear"}
+    assert type(model.conv1) is torch.nn.Conv2d and type(model.linear) is torch.nn.Linear
+    seen = []
+    hooks = [m.register_forward_pre_hook(lambda _m, inp: seen.append(inp[0])) for m in model.modules()
+             if isinstance(m, BinaryConv2d)]
+    model.eval()(torch.randn(2, 3, 32, 32))
+    for h in hooks:
+        h.remove()
+    assert len(seen) == 18 and all(set(x.unique().tolist()) <= {-1.0, 1.0} for x in seen)
