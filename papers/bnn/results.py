@@ -40,8 +40,8 @@ FORMULAS = [
             "papers/bnn/bnn.py: BinaryLinear, BinaryConv2d, BinaryActivation"),
     Formula("Alg. 1", r"$W_k \leftarrow \mathrm{Clip}(W_k - \eta\, g_{W_k},\, -1,\, 1)$",
             "papers/bnn/bnn.py: clip_latent_weights_"),
-    Formula("Sec. 2.6", r"$L = \sum_i \max(0,\, 1 - y_i\, o_i)^2$", "papers/bnn/bnn.py: square_hinge_loss",
-            "the square hinge loss, y = ±1 per class"),
+    Formula("Loss", r"$L = \sum_i \max(0,\, 1 - y_i\, o_i)^2$", "papers/bnn/bnn.py: square_hinge_loss",
+            "the square hinge loss of the MNIST experiments, y = ±1 per class"),
 ]
 DEVIATIONS = [
     "Adam instead of shift-based AdaMax, standard BN instead of shift-based BN (Alg. 3–4).",
@@ -110,11 +110,16 @@ def build(out_dir: Path | None = None) -> dict[str, Path]:
                 ax.axhline(100 - s.fp_value, color="0.4", ls="--", label="float reference (test)")
             ax.set(xlabel="optimizer step", ylabel="error (%)", ylim=(0, None))
         else:
-            for tag, label in (("float", "float twin (ReLU, fp32)"), ("bnn", "BNN (±1 weights and activations)")):
+            for tag, label in ((("float", f"float twin (ReLU, fp32), {run.config['baseline_epochs']} epochs"),
+                                ("bnn", f"BNN (±1 weights and activations), {run.config['epochs']} epochs"))):
                 key = "val_top1" if any("val_top1" in m for m in run.metrics) else "test_top1"
                 pts = [(m["epoch"], 100 - m[key]) for m in run.metrics if m["tag"] == tag and key in m]
                 if pts:
                     ax.plot(*zip(*pts), label=f"{label}, {key[:-5].replace('val', 'validation')} split")
+            key = _paper_key(run)
+            for impl, ls in (("Theano", ":"), ("Torch7", "-.")) if key else ():
+                err, ref = TEST_ERROR[(key, impl)]
+                ax.axhline(err, color="0.3", ls=ls, lw=1.2, label=f"paper, {impl} ({ref}): {err:.2f}% test error")
             ax.set(xlabel="epoch", ylabel="error (%)", ylim=(0, None))
         ax.legend()
         name = f"curves_{s.preset}"
