@@ -99,6 +99,21 @@ def choose_lr(train_val: Callable[[float, int], float], grid: Sequence[float], p
     return best, results
 
 
+
+def choose_lr_in_run(run, train_val: Callable[[float, int], float], grid: Sequence[float],
+                     pilot_steps: int) -> tuple[float, dict[float, float]]:
+    """:func:`choose_lr` with its pilots kept in the run folder (``pilots.json``): a resumed run skips those done.
+
+    Args:
+        run: the ``common.runs.Run`` of the study run.
+        train_val: trains a fresh model with (lr, steps) and returns its validation top-1.
+        grid: the learning rates tried.
+        pilot_steps: optimizer steps of each pilot.
+    """
+    done = run.read_json("pilots.json") if (run.dir / "pilots.json").is_file() else {}
+    return choose_lr(train_val, grid, pilot_steps, done={float(k): v for k, v in done.items()},
+                     record=lambda r: run.write_json("pilots.json", {str(k): v for k, v in r.items()}))
+
 # --------------------------------------------------------------------------------------- float reference
 
 
@@ -151,11 +166,10 @@ def float_main(cfg) -> Any:
     with run.guard():
         lr, pilots = cfg.lr, {}
         if cfg.choose_lr:
-            done = {float(k): v for k, v in (run.read_json("pilots.json") if (run.dir / "pilots.json").is_file()
-                                             else {}).items()}
-            lr, pilots = choose_lr(lambda lr_, n: train(lr_, n, None, f"pilot lr {lr_:g}")[1]["val"]["top1"],
-                                   recipe.lr_grid, min(setting.lr_pilot_steps, cfg.max_steps or 10**9), done=done,
-                                   record=lambda r: run.write_json("pilots.json", {str(k): v for k, v in r.items()}))
+            pilot_steps = min(setting.lr_pilot_steps, cfg.max_steps or 10**9)
+            lr, pilots = choose_lr_in_run(
+                run, lambda lr_, n: train(lr_, n, None, f"pilot lr {lr_:g}")[1]["val"]["top1"], recipe.lr_grid,
+                pilot_steps)
         model, res = train(lr, setting.steps, run, "float")
         test = evaluate_split(model, data, "test")
         artifact = save_fp32(model, run.dir / "float.safetensors")

@@ -136,12 +136,9 @@ def _study_main(cfg: Config, callbacks: Iterable[Callback]):
         return model, res
 
     with run.guard():
-        done = {float(k): v for k, v in (run.read_json("pilots.json") if (run.dir / "pilots.json").is_file()
-                                         else {}).items()}
         pilot_steps = min(setting.lr_pilot_steps, cfg.max_steps or 10**9)
-        lr, pilots = study.choose_lr(lambda lr_, n: train(lr_, n, None, f"pilot lr {lr_:g}")[1]["val"]["top1"],
-                                     cfg.lr_grid, pilot_steps, done=done,
-                                     record=lambda r: run.write_json("pilots.json", {str(k): v for k, v in r.items()}))
+        lr, pilots = study.choose_lr_in_run(
+            run, lambda lr_, n: train(lr_, n, None, f"pilot lr {lr_:g}")[1]["val"]["top1"], cfg.lr_grid, pilot_steps)
         model, res = train(lr, setting.steps, run, "bnn", callbacks)
         test = evaluate_split(model, data, "test")
         artifact, size, same = _check_artifact(model, build(), data, run)

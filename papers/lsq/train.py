@@ -239,12 +239,9 @@ def _study_main(cfg: Config, callbacks: Iterable[Callback]) -> dict:
         return model, float_model, res
 
     with run.guard():
-        done = {float(k): v for k, v in (run.read_json("pilots.json") if (run.dir / "pilots.json").is_file()
-                                         else {}).items()}
         pilot_steps = min(setting.lr_pilot_steps, cfg.max_steps or 10**9)
-        lr, pilots = study.choose_lr(lambda lr_, n: train(lr_, n, None, f"pilot lr {lr_:g}")[2]["val"]["top1"],
-                                     grid, pilot_steps, done=done,
-                                     record=lambda r: run.write_json("pilots.json", {str(k): v for k, v in r.items()}))
+        lr, pilots = study.choose_lr_in_run(
+            run, lambda lr_, n: train(lr_, n, None, f"pilot lr {lr_:g}")[2]["val"]["top1"], grid, pilot_steps)
         log = StepSizeLog(cfg.log_every)
         model, float_model, res = train(lr, setting.steps, run, "lsq", [log, *callbacks])
         run.write_json("step_sizes.json", log.rows)

@@ -181,12 +181,9 @@ def _study_main(cfg: Config, callbacks: Iterable[Callback]) -> dict:
         return model, res
 
     with run.guard():
-        done = {float(k): v for k, v in (run.read_json("pilots.json") if (run.dir / "pilots.json").is_file()
-                                         else {}).items()}
         pilot_steps = min(setting.lr_pilot_steps, cfg.max_steps or 10**9)
-        lr, pilots = study.choose_lr(lambda lr_, n: train(lr_, n, None, f"pilot lr {lr_:g}")[1]["val"]["top1"],
-                                     grid, pilot_steps, done=done,
-                                     record=lambda r: run.write_json("pilots.json", {str(k): v for k, v in r.items()}))
+        lr, pilots = study.choose_lr_in_run(
+            run, lambda lr_, n: train(lr_, n, None, f"pilot lr {lr_:g}")[1]["val"]["top1"], grid, pilot_steps)
         model, res = train(lr, setting.steps, run, method, callbacks)
         test = evaluate_split(model, data, "test")
         chk = _packed_check(cfg, model, data, run, method)

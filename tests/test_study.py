@@ -1,0 +1,46 @@
+"""The study's learning-rate choice on the validation split and its Pareto front."""
+
+from common.runs import Run
+from common.study import choose_lr, choose_lr_in_run, pareto_front
+
+
+def test_choose_lr_takes_the_best_validation_score_and_the_smaller_lr_on_a_tie():
+    scores = {0.1: 50.0, 0.01: 70.0, 0.001: 70.0}
+    calls = []
+    lr, seen = choose_lr(lambda lr, n: calls.append((lr, n)) or scores[lr], [0.1, 0.01, 0.001], 7, log=lambda s: None)
+    assert lr == 0.001 and seen == scores and calls == [(0.1, 7), (0.01, 7), (0.001, 7)]
+
+
+class _RunFolder:
+    """The part of common.runs.Run that the pilots use: JSON files in a folder."""
+
+    read_json, write_json, read_only = Run.read_json, Run.write_json, False
+
+    def __init__(self, path):
+        self.dir = path
+
+
+def test_pilots_are_kept_in_the_run_folder_and_a_resumed_choice_does_not_rerun_them(tmp_path):
+    run = _RunFolder(tmp_path)
+    calls = []
+
+    def pilot(lr, n):
+        calls.append(lr)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # killed during the second pilot
+        return {0.1: 40.0, 0.01: 60.0, 0.001: 55.0}[lr]
+
+    try:
+        choose_lr_in_run(run, pilot, [0.1, 0.01, 0.001], 5)
+    except KeyboardInterrupt:
+        pass
+    calls.clear()
+    lr, seen = choose_lr_in_run(run, lambda lr, n: calls.append(lr) or {0.01: 60.0, 0.001: 55.0}[lr],
+                                [0.1, 0.01, 0.001], 5)
+    assert calls == [0.01, 0.001]  # the finished pilot (0.1) is read back, not re-run
+    assert lr == 0.01 and seen == {0.1: 40.0, 0.01: 60.0, 0.001: 55.0}
+
+
+def test_pareto_front_keeps_only_points_no_other_beats_in_size_and_accuracy():
+    points = [(32.0, 90.0), (1.0, 60.0), (4.0, 88.0), (4.0, 80.0), (8.0, 87.0), (2.0, 50.0)]
+    assert pareto_front(points) == [1, 2, 0]
