@@ -366,7 +366,8 @@ def main(cfg: Config, callbacks: Iterable[Callback] = ()) -> dict:
         main_variant = "qlora_nf4" if "qlora_nf4" in by else rows[-1]["variant"]
         headline = point(by[main_variant])
         headline["extra"].update({
-            "model": cfg.model, "pretrained": bundle.pretrained, "pretraining": {k: v for k, v in bundle.info.items() if k != "loss_curve"},
+            "model": cfg.model, "pretrained": bundle.pretrained,
+            "pretraining": {k: v for k, v in bundle.info.items() if k != "loss_curve"},
             "split_attention_modules": len(split), "compute_dtype": compute_dtype,
             "variants_top1": {r["variant"]: r["top1"] for r in rows},
             "datatype_rel_mse": {g: {k: v.get("rel_mse", v.get("mse")) for k, v in d.items()} for g, d in dt.items()},
