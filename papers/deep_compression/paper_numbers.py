@@ -6,8 +6,7 @@ Column meaning of Tables 2-3: "Weights%" kept after pruning (P), weight bits aft
 (P+Q) and after Huffman coding (P+Q+H), relative-index bits (P+Q, P+Q+H), compression rate of
 P+Q and P+Q+H as a percentage of the fp32 layer.
 
-Transcribed from arXiv 1510.00149v5; the Table 1 figures and the Total rows' rates (40x, 39x; 12x -> 32x/33x)
-are also those quoted in issue 3.
+Transcribed from arXiv 1510.00149v5 (Table 1; the Total rows' rates 40x, 39x; 12x -> 32x/33x).
 """
 
 # Table 1: network -> (reference top-1 error %, compressed top-1 error %, size before, size after, rate, ref)
