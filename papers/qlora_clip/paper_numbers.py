@@ -32,3 +32,10 @@ DQ_BLOCKSIZE = (256, "Sec. 3")
 LORA_R = (64, "App. B.2")
 LORA_ALPHA = (16, "App. B.2")
 LORA_DROPOUT_UP_TO_13B = (0.1, "App. B.2")
+
+# Sec. 1 (Introduction): average GPU memory to finetune a 65B model, 16-bit full finetuning vs QLoRA
+# (">780GB of GPU memory to <48GB").
+MEMORY_65B_GB = {
+    "16-bit full finetuning": (780, "Sec. 1, >780 GB"),
+    "QLoRA": (48, "Sec. 1, <48 GB"),
+}
