@@ -1,0 +1,229 @@
+"""Tables, figures and deck of the AWQ package from its approved runs.
+
+``python -m papers.awq.results`` rebuilds them from ``papers/awq/results/runs/`` (no quantization);
+``--run`` first runs and approves the presets of the grid that have no approved run;
+``--out-dir DIR`` writes elsewhere than ``papers/awq/results/``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from common.deck import Bullets, Figure, Formula, Source, Table, build_paper_deck, runs_source
+from common.report import bar_labels, markdown_table, save_figure, slide_figure, update_readme_block
+from common.results import load_approved, results_cli, results_dir
+from common.results import run_missing as common_run_missing
+from papers.awq.config import PRESETS
+from papers.awq.paper_numbers import ABSTRACT, PERPLEXITY
+
+PAPER = "awq"
+GRID = ("quick",)  # presets --run makes on a CPU
+README = Path(__file__).with_name("README.md")
+TITLE = "AWQ: Activation-aware Weight Quantization"
+CITATION = "Lin, Tang, Tang, Yang, Chen, Wang, Xiao, Dang, Gan, Han — MLSys 2024 (arXiv 2306.00978)"
+
+IDEA = [
+    "Weight-only INT4/INT3 group quantization (group 128) loses most accuracy on a few salient input channels: "
+    "those with large activations, not large weights.",
+    "Instead of keeping them in fp16 (mixed precision), scale each input channel of W by s and divide the input "
+    "by s: exact in float, and a scaled-up channel rounds with a smaller relative error.",
+    "s = s_X^α, s_X the mean |x| of the channel on a small calibration set, α chosen on a grid of 20 to minimise "
+    "the layers' output error; then a per-group clipping search. RTN is the baseline.",
+    "Here: the real pretrained MiniLM-L6 sentence encoder (36 linear layers), packed 4-bit codes, and PyTorch's "
+    "int4 CPU kernel.",
+]
+FORMULAS = [
+    Formula("Eq. (1)", r"$Q(w) = \Delta\,(\mathrm{clamp}(\lfloor w/\Delta \rceil + z,\,0,\,2^N-1) - z)$",
+            "papers/awq/awq.py: group_params, quantize_codes", "asymmetric, one Δ and z per group of 128"),
+    Formula("Eq. (2)", r"$Q(w\cdot s)\,\frac{x}{s}$", "papers/awq/awq.py: AwqLinear.forward"),
+    Formula("Eq. (4)", r"$\mathcal{L}(s) = \Vert Q(W\,\mathrm{diag}(s))(\mathrm{diag}(s)^{-1}X) - WX\Vert$",
+            "papers/awq/awq.py: output_error"),
+    Formula("Eq. (5)", r"$s = s_X^{\alpha},\quad \alpha^* = \arg\min_{\alpha} \mathcal{L}(s_X^{\alpha})$",
+            "papers/awq/awq.py: search_scale", "α on {0, 1/20, ..., 19/20}; α = 0 is RTN"),
+]
+DEVIATIONS = [
+    "Asymmetric quantizer with a zero point per group (as the paper's experiments), not Eq. (1)'s symmetric form.",
+    "Search objective on the linear layers sharing an input (q, k, v together), float inputs captured once; "
+    "llm-awq measures the whole module's output, block by block.",
+    "1/s is an explicit multiply on each layer's input, not folded into the previous LayerNorm.",
+    "Model: pretrained MiniLM-L6 (22.7 M params), metric: embedding cosine to fp32 on 48 shipped sentences, "
+    "calibration on 48 others; the paper: LLaMA/OPT perplexity, 128 Pile samples.",
+    "Embeddings and LayerNorms stay fp32 (half of MiniLM's parameters); the linear layers are reported apart.",
+    "Deployment on PyTorch's int4 CPU kernel (bf16 activations) instead of TinyChat's GPU kernels.",
+]
+KNOWN_GAPS = [
+    "CLIP (common's small CLIP, open_clip ViT-B-32) and the LLM perplexity setting are not implemented yet.",
+    "The paper's Table 4 perplexities, Table 1 and the OpenFlamingo CIDEr scores are not yet entered "
+    "(only figures checked against the paper's text are).",
+]
+ABLATION_LABELS = {"rtn": "RTN", "keep_fp_random": "1% fp\nrandom", "keep_fp_weight": "1% fp\nby weight",
+                   "keep_fp_activation": "1% fp\nby activation", "scale_by_weight": "scale\nfrom W",
+                   "alpha_1": "α = 1", "awq_no_clip": "AWQ\nno clip", "awq": "AWQ"}
+
+
+def run_missing(grid=GRID) -> None:
+    """Run and approve each preset of ``grid`` that has no approved run yet."""
+    from papers.awq.quantize import main
+
+    common_run_missing(PAPER, grid, PRESETS, main)
+
+
+def _short(run) -> str:
+    s = run.summary
+    quick = " (quick)" if s.preset == "quick" else ""
+    return f"{run.config.get('model')}, {s.preset}{quick}, s{s.seed}"
+
+
+def _bits_table(runs) -> tuple[list[str], list[list]]:
+    """RTN vs AWQ at each bit width of every run (the paper's Table 4 layout)."""
+    header = ["Model (preset)", "Bits", "RTN cos", "AWQ cos", "RTN min cos", "AWQ min cos", "RTN L", "AWQ L",
+              "AWQ retrieval agr. (%)"]
+    rows = []
+    for run in runs:
+        by = {(p.extra.get("variant"), p.w_bits): p for p in run.points}
+        for bits in sorted({b for _, b in by}, reverse=True):
+            r, a = by.get(("rtn", bits)), by.get(("awq", bits))
+            if r is None or a is None:
+                continue
+            rows.append([_short(run), f"W{bits:g} g{run.config.get('group_size')}", f"{r.value:.4f}",
+                         f"{a.value:.4f}", f"{r.extra['min_cosine']:.4f}", f"{a.extra['min_cosine']:.4f}",
+                         f"{r.extra['layer_error_sum']:.4f}", f"{a.extra['layer_error_sum']:.4f}",
+                         f"{a.extra['retrieval_agreement']:.1f}"])
+    return header, rows
+
+
+def _ablation_figure(run, out: Path) -> Path | None:
+    abl = run.summary.extra.get("ablations") or {}
+    if not abl:
+        return None
+    vals = {"rtn": run.summary.extra["rtn_value"], **{k: v["value"] for k, v in abl.items()},
+            "awq": run.summary.value}
+    keys = [k for k in ABLATION_LABELS if k in vals]
+    fig, ax = slide_figure()
+    colors = ["#999999" if k == "rtn" else "#0072B2" if k == "awq" else "#E69F00" for k in keys]
+    bars = ax.bar(range(len(keys)), [1 - vals[k] for k in keys], color=colors)
+    bar_labels(ax, bars, "{:.4f}")
+    ax.set_xticks(range(len(keys)), [ABLATION_LABELS[k] for k in keys], fontsize=12)
+    ax.set(ylabel="1 − cosine to fp32 (lower is better)",
+           title=f"MiniLM W{run.summary.w_bits:g} g128: Table 1 ablation and AWQ's parts")
+    png, _ = save_figure(fig, out, f"ablation_{run.summary.preset}_w{run.summary.w_bits:g}",
+                         footer=runs_source([run]).footer)
+    return png
+
+
+def _alpha_figure(run, out: Path) -> Path | None:
+    if not (run.dir / "alpha_curves.json").is_file():
+        return None
+    curves = run.json("alpha_curves.json").get(str(int(run.summary.w_bits)), {})
+    if not curves:
+        return None
+    fig, ax = slide_figure()
+    kinds = {"query": ("q, k, v", "#0072B2"), "attention.output": ("attn out", "#E69F00"),
+             "intermediate": ("MLP in", "#009E73"), "output.dense": ("MLP out", "#CC79A7")}
+    seen = set()
+    for name, curve in curves.items():
+        kind = next(k for k in kinds if k in name)
+        label, color = kinds[kind]
+        base = curve[0][1]
+        ax.plot([c[0] for c in curve], [c[1] / base for c in curve], color=color, lw=1.5,
+                label=None if label in seen else label)
+        seen.add(label)
+    ax.axhline(1.0, color="#777777", ls="--", lw=1)
+    ax.set(xlabel="α  (s = s_X^α)", ylabel="layer output error / RTN's (α = 0)",
+           title=f"Scale search on MiniLM, W{run.summary.w_bits:g} g128: one line per layer group")
+    ax.legend(fontsize=12)
+    png, _ = save_figure(fig, out, f"alpha_search_{run.summary.preset}_w{run.summary.w_bits:g}",
+                         footer=runs_source([run]).footer)
+    return png
+
+
+def _int4_table(runs) -> tuple[list[str], list[list]] | None:
+    header = ["Measure", "fp32", "int4 (AWQ W4)", "Ratio"]
+    for run in reversed(runs):
+        rep = run.summary.extra.get("int4") or {}
+        if not rep.get("layers"):
+            continue
+        rows = [["MiniLM linear layers (MiB)", f"{rep['linear_fp32_bytes'] / 2**20:.2f}",
+                 f"{rep['linear_int4_bytes'] / 2**20:.2f}", f"{rep['linear_bytes_ratio']:.2f}×"],
+                ["MiniLM forward, batch 1 (ms)", f"{rep['model_fp32_ms_b1']:.2f}", f"{rep['model_int4_ms_b1']:.2f}",
+                 f"{rep['model_fp32_ms_b1'] / rep['model_int4_ms_b1']:.2f}×"]]
+        for cap, b in (rep.get("bench_4096") or {}).items():
+            if "fp32_ms" in b:
+                rows.append([f"4096×4096 layer, batch 1, {b['cpu_capability']} (ms)", f"{b['fp32_ms']:.3f}",
+                             f"{b['int4_ms']:.3f}", f"{b['speedup']:.2f}×"])
+        rows.append(["Embedding cosine to fp32", "1.0000", f"{rep['int4_metrics']['value']:.4f}",
+                     f"pseudo-quant {rep['pseudo_metrics']['value']:.4f}"])
+        return header, rows, run
+    return None
+
+
+def build(out_dir: Path | None = None) -> dict[str, Path]:
+    """Write the RTN-vs-AWQ table, the ablation and α-search figures and the deck; return the paths."""
+    runs = load_approved(PAPER, required=True)
+    default_out = out_dir is None
+    out = Path(out_dir) if out_dir else results_dir(PAPER)
+    out.mkdir(parents=True, exist_ok=True)
+    written: dict[str, Path] = {}
+    header, rows = _bits_table(runs)
+    md = markdown_table(header, rows)
+    int4 = _int4_table(runs)
+    if int4:
+        md += "\n\n" + markdown_table(int4[0], int4[1])
+    (out / "rtn_vs_awq.md").write_text(md + "\n")
+    written["table"] = out / "rtn_vs_awq.md"
+    figures = []
+    main_run = runs[-1]
+    for maker, title in ((_ablation_figure, "Which 1% to keep, and AWQ's parts (MiniLM)"),
+                         (_alpha_figure, "The α search: error relative to RTN")):
+        png = maker(main_run, out)
+        if png:
+            written[png.stem] = png
+            figures.append(Figure(title, png, runs_source([main_run])))
+    if int4:
+        figures.append(Table("Real int4 on PyTorch's CPU kernel vs fp32", int4[0], int4[1], runs_source([int4[2]]),
+                             legend="bf16 activations; batch 1; one thread; MiB of weights, scales and biases"))
+    cite = Source(CITATION, ("papers/awq/paper_numbers.py",))
+    head_rows = [[r[0] + f", {r[1]}", r[2], r[3], "—"] for r in rows]
+    written["deck"] = build_paper_deck(
+        out / "awq_deck.pptx", title=TITLE, subtitle=CITATION, idea=Bullets("The idea", IDEA, cite),
+        idea_figure=None, formulas=FORMULAS,
+        headline=Table("Paper vs ours: RTN vs AWQ (embedding cosine to fp32)", ["Setting", "RTN", "AWQ", "Paper"],
+                       head_rows, runs_source(runs),
+                       legend="Paper column: LLaMA perplexities not yet entered (only once checked in the text)"),
+        figures=figures, deviations=Bullets("Deviations", DEVIATIONS, cite, numbered=True),
+        known_gaps=Bullets("Known gaps", KNOWN_GAPS, cite),
+        takeaways=Bullets("Takeaways", _takeaways(runs, int4), runs_source(runs)),
+        appendix=[Table("RTN vs AWQ, every approved run (quick = CPU minutes)", header, rows, runs_source(runs))])
+    if default_out:
+        update_readme_block(README, "results", md)
+    return written
+
+
+def _takeaways(runs, int4) -> list[str]:
+    out = []
+    for run in runs:
+        s, e = run.summary, run.summary.extra
+        out.append(f"{_short(run)}: AWQ W{s.w_bits:g} keeps cosine {s.value:.4f} to fp32 vs RTN {e['rtn_value']:.4f}; "
+                   f"the summed layer error falls from {e['rtn_layer_error_sum']:.3f} to {e['awq_layer_error_sum']:.3f}.")
+        abl = e.get("ablations") or {}
+        if abl:
+            a, w, r = (abl[f"keep_fp_{k}"]["value"] for k in ("activation", "weight", "random"))
+            order = "as the paper's Table 1" if a > max(w, r) else "unlike the paper's Table 1"
+            out.append(f"Keeping 1% of channels in fp: by activation {a:.4f}, by weight {w:.4f}, random {r:.4f} "
+                       f"({order}).")
+    if int4:
+        rep = int4[2].summary.extra["int4"]
+        out.append(f"Int4 kernel: linear layers {rep['linear_bytes_ratio']:.1f}× smaller than fp32, MiniLM batch-1 "
+                   f"forward {rep['model_fp32_ms_b1'] / rep['model_int4_ms_b1']:.2f}× the fp32 speed, same embeddings "
+                   f"within bf16.")
+    out.append(f"The paper reports more than {ABSTRACT['tinychat_speedup_vs_hf_fp16'][0]:g}× over HF FP16 on GPUs "
+               "(abstract); its perplexity tables are not yet entered." if not PERPLEXITY else "")
+    return [o for o in out if o]
+
+
+def cli(argv: list[str] | None = None) -> None:
+    results_cli(PAPER, build=build, run=run_missing, grid=GRID, argv=argv)
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,58 @@
+"""The quick path of the AWQ package on the real MiniLM encoder, on a reduced grid: it runs, leaves a complete and
+valid run folder, AWQ's error is not above RTN's, the packed artifact reproduces the model, and int4 matches."""
+
+import dataclasses
+import json
+
+import pytest
+
+from common.summary import read_points, validate
+from papers.awq.config import PRESETS
+from papers.awq.quantize import main
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs")
+    cfg = dataclasses.replace(PRESETS["quick"], out_dir=str(out), threads=1, n_grid=5, calib_samples=12,
+                              compare_bits=(4, 3), ablations=False, latency_repeats=2)
+    summary = main(cfg).to_dict()
+    return summary, out / "awq" / summary["run_dir"].split("/awq/")[1]
+
+
+def test_quick_path_writes_a_valid_run_folder(quick_run):
+    summary, run_dir = quick_run
+    for name in ("config.json", "env.json", "metrics.jsonl", "summary.json", "points.json", "alpha_curves.json",
+                 "awq_search_w4.safetensors", "awq_search_w3.safetensors", "awq_packed_w4.safetensors"):
+        assert (run_dir / name).is_file(), name
+    assert json.loads((run_dir / "summary.json").read_text()) == summary
+    assert validate(summary) == []
+    assert summary["status"] == "finished" and summary["method"] == "AWQ W4 g128"
+    assert summary["w_bits"] == 4 and summary["a_bits"] is None
+    assert summary["model_bits"] < 8 * summary["size_bytes"]
+    assert summary["size_bytes"] == (run_dir / "awq_packed_w4.safetensors").stat().st_size
+    assert summary["extra"]["artifact_reproduces_outputs"] is True
+    assert 0.9 < summary["value"] <= 1.0 and summary["fp_value"] == 1.0
+    assert summary["extra"]["linear_bits_ratio"] > 6  # 4-bit codes + fp16 steps + zero points + fp32 1/s, bias
+
+
+def test_awq_error_is_not_above_rtn_at_w4_and_w3(quick_run):
+    summary, run_dir = quick_run
+    rows = {p.method: p for p in read_points(run_dir)}
+    for bits in (4, 3):
+        rtn, awq = rows[f"RTN W{bits} g128"], rows[f"AWQ W{bits} g128"]
+        assert awq.extra["layer_error_sum"] <= rtn.extra["layer_error_sum"]  # the search includes alpha = 0 (RTN)
+        assert awq.value >= rtn.value  # and on the real encoder it shows in the embeddings
+    assert rows["AWQ W3 g128"].value < rows["AWQ W4 g128"].value
+
+
+def test_int4_kernel_matches_the_pseudo_quantized_model(quick_run):
+    from papers.awq import int4
+
+    summary, _ = quick_run
+    rep = summary["extra"]["int4"]
+    if not int4.available():
+        pytest.skip("this torch has no aten._weight_int4pack_mm_for_cpu")
+    assert rep["max_rel_diff_vs_pseudo"] < 2e-2  # bf16 activations
+    assert abs(rep["int4_metrics"]["value"] - rep["pseudo_metrics"]["value"]) < 2e-3
+    assert rep["linear_bytes_ratio"] > 6

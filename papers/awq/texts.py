@@ -1,0 +1,88 @@
+"""The fixed text sets the MiniLM evaluation ships (written for this package; no download).
+
+``TEST_PAIRS``: 24 pairs of sentences that say the same thing in other words (48 test sentences). The metric
+is the cosine of the quantized model's sentence embedding to the fp32 model's, and the retrieval agreement:
+for each sentence, whether its nearest other sentence is the same under the quantized and the fp32 model.
+``CALIBRATION``: 48 other sentences on other topics, the only text the AWQ search sees (the paper calibrates
+on a small general-text set, Pile samples, and evaluates on other data).
+"""
+
+TEST_PAIRS: tuple[tuple[str, str], ...] = (
+    ("The cat is sleeping on the warm windowsill.", "A kitten naps in the sun by the window."),
+    ("Heavy rain flooded the streets of the old town.", "The historic centre was under water after the storm."),
+    ("She plays the violin in the city orchestra.", "The local symphony has her as a violinist."),
+    ("The train to Berlin leaves at seven in the morning.", "Our early rail connection to Berlin departs at 7 am."),
+    ("He forgot his umbrella at the restaurant.", "His umbrella was left behind at the diner."),
+    ("The bakery sells fresh bread every morning.", "Each day the baker offers loaves straight from the oven."),
+    ("Our team won the football match by two goals.", "We beat the other side 3 to 1 in soccer."),
+    ("The museum is closed on Mondays.", "You cannot visit the gallery at the start of the week."),
+    ("Solar panels turn sunlight into electricity.", "Photovoltaic cells convert light from the sun into power."),
+    ("The child learned to ride a bicycle today.", "Today the little boy finally rode his bike alone."),
+    ("The stock market fell sharply this afternoon.", "Share prices dropped a lot later in the day."),
+    ("Please turn off the lights when you leave.", "Switch the lamps off on your way out, please."),
+    ("The doctor prescribed antibiotics for the infection.", "A physician gave her medicine against the bacteria."),
+    ("Mount Everest is the highest mountain on Earth.", "No peak in the world is taller than Everest."),
+    ("The printer on the second floor is out of paper.", "Upstairs, the copier has run out of sheets."),
+    ("He cooked pasta with tomato sauce for dinner.", "Spaghetti in a red sauce was his evening meal."),
+    ("The meeting has been moved to Thursday.", "We rescheduled the appointment for later this week."),
+    ("Bees are important for pollinating crops.", "Farm plants depend on bees to carry their pollen."),
+    ("The laptop battery lasts about ten hours.", "This notebook runs for roughly ten hours unplugged."),
+    ("She is reading a novel about a lighthouse keeper.", "Her book tells the story of a man tending a lighthouse."),
+    ("The river freezes over in the winter.", "In the cold months the stream turns to ice."),
+    ("Vaccines train the immune system to fight viruses.", "Immunisation teaches the body to defend against viral disease."),
+    ("The new bridge shortens the commute by twenty minutes.", "Thanks to the new crossing, the drive to work is faster."),
+    ("The password must contain at least twelve characters.", "Use a passphrase that is twelve symbols long or more."),
+)
+
+TEST_TEXTS: tuple[str, ...] = tuple(s for pair in TEST_PAIRS for s in pair)
+
+CALIBRATION: tuple[str, ...] = (
+    "Quarterly revenue grew faster than analysts had expected.",
+    "The recipe calls for two eggs, flour, sugar and a pinch of salt.",
+    "Astronomers detected a new exoplanet orbiting a red dwarf.",
+    "The committee will vote on the proposal next month.",
+    "Wind turbines were installed along the northern coast.",
+    "The software update fixes several security vulnerabilities.",
+    "A group of hikers reached the summit before sunrise.",
+    "The library extended its opening hours during exams.",
+    "Inflation remained high despite the interest rate increase.",
+    "The orchestra rehearsed the symphony for three weeks.",
+    "Migrating birds fly thousands of kilometres every autumn.",
+    "The court ruled that the contract was not valid.",
+    "Engineers tested the prototype in a wind tunnel.",
+    "The festival attracted visitors from many countries.",
+    "Regular exercise lowers the risk of heart disease.",
+    "The novel was translated into more than forty languages.",
+    "Farmers harvested the wheat before the storm arrived.",
+    "The satellite sends images of the ocean every hour.",
+    "Students presented their projects at the science fair.",
+    "The company opened a new office in Singapore.",
+    "Coral reefs are threatened by warming oceans.",
+    "The chef added fresh basil to the soup.",
+    "Traffic was delayed because of road construction.",
+    "The algorithm sorts the list in logarithmic time per element.",
+    "She painted the fence blue last weekend.",
+    "The volcano erupted for the first time in a century.",
+    "Our neighbours adopted a dog from the shelter.",
+    "The airline cancelled dozens of flights due to fog.",
+    "Researchers published the data set under an open licence.",
+    "The garden is full of roses and lavender in June.",
+    "A power outage affected thousands of homes overnight.",
+    "The team debugged the memory leak in the server.",
+    "Ancient Romans built aqueducts to carry water to cities.",
+    "The price of coffee beans rose after a poor harvest.",
+    "He practises the piano for an hour every evening.",
+    "The hospital hired more nurses for the winter season.",
+    "Glaciers in the Alps are shrinking every year.",
+    "The startup raised money from several investors.",
+    "Children built a sandcastle on the beach.",
+    "The teacher explained the theorem with a simple drawing.",
+    "Electric cars need fewer repairs than petrol cars.",
+    "The city council approved a new cycling lane.",
+    "Thunder rolled across the valley in the late afternoon.",
+    "The translation app works without an internet connection.",
+    "Archaeologists found pottery from the Bronze Age.",
+    "The referee stopped the game because of lightning.",
+    "A compiler turns source code into machine instructions.",
+    "The marathon route passes through the old harbour.",
+)
