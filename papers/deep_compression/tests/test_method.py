@@ -336,3 +336,36 @@ def test_layers_ratio_weighs_layer_rates_by_layer_size():
     # 100 weights at 10% and 300 at 2.5%: 17.5 of 400 weights' bytes -> 22.86x (not the mean rate's 16x)
     assert layers_ratio([(100, 10.0), (300, 2.5)]) == 22.86
     assert [_count(p["weights"]) for p in LENET5_LAYERS.values()] == [500, 25_000, 400_000, 5_000, 431_000]
+
+
+@pytest.mark.parametrize("huffman", [True, False])
+def test_stored_fields_read_from_the_file_match_the_writer_and_exclude_overhead(tmp_path, huffman):
+    from common.evaluate import model_bits
+    from papers.deep_compression.format import stored_fields
+
+    net, _ = _pruned_shared_net()
+    stats = encode(net.eval(), tmp_path / "m.nqdc", width=None if huffman else 3, huffman=huffman)
+    fields = stored_fields(tmp_path / "m.nqdc")
+    assert fields == stats.stored_fields()
+    # every shared layer declares a fp32 codebook, an index stream and a position stream; raw tensors at their width
+    shared = [n for n, m in net.named_modules() if isinstance(m, (SharedLinear, SharedConv2d))]
+    assert {f.name for f in fields} >= {f"{n}.{part}" for n in shared for part in ("codebook", "index", "position")}
+    assert all(f.bits == 32 * f.count for f in fields if f.name.endswith(".codebook"))
+    # the file is the fields plus its own overhead (magic, heads, names, lengths, CRC): strictly more bits
+    assert model_bits(fields) < 8 * stats.size_bytes
+
+
+def test_pruned_fp32_layers_declare_their_survivors_at_32_bits(tmp_path):
+    from papers.deep_compression.format import stored_fields
+
+    net = _tiny_net(seed=0)
+    layers = [n for n, m in net.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+    masks = PruneMasks(net, layers)
+    masks.prune_({n: 0.3 for n in layers})
+    masks.apply_()
+    stats = encode(net, tmp_path / "p.nqdc", width=4, huffman=False, sparse_layers=layers)
+    fields = {f.name: f for f in stored_fields(tmp_path / "p.nqdc")}
+    for n in layers:
+        alive = int((dict(net.named_modules())[n].weight != 0).sum())
+        assert fields[f"{n}.values"].count == alive and fields[f"{n}.values"].bits == 32 * alive
+    assert list(fields.values()) == stats.stored_fields()
