@@ -157,6 +157,29 @@ def _int4_table(runs) -> tuple[list[str], list[list]] | None:
     return None
 
 
+def _int4_figure(run, out: Path) -> Path:
+    """Left: bytes of MiniLM's linear layers; right: batch-1 speed-up of int4 over fp32 (MiniLM, 4096 layer)."""
+    rep = run.summary.extra["int4"]
+    fig, (a1, a2) = slide_figure(1, 2)
+    bars = a1.bar([0, 1], [rep["linear_fp32_bytes"] / 2**20, rep["linear_int4_bytes"] / 2**20],
+                  color=["#999999", "#0072B2"])
+    bar_labels(a1, bars, "{:.1f}")
+    a1.set_xticks([0, 1], ["fp32", "int4 AWQ"])
+    a1.set(ylabel="MiB", title="MiniLM linear layers")
+    labels, ratios = ["MiniLM\nforward"], [rep["model_fp32_ms_b1"] / rep["model_int4_ms_b1"]]
+    for b in (rep.get("bench_4096") or {}).values():
+        if "fp32_ms" in b:
+            labels.append(f"4096² layer\n{b['cpu_capability']}")
+            ratios.append(b["speedup"])
+    bars = a2.bar(range(len(ratios)), ratios, color="#009E73")
+    bar_labels(a2, bars, "{:.2f}×")
+    a2.axhline(1.0, color="#777777", ls="--", lw=1)
+    a2.set_xticks(range(len(ratios)), labels, fontsize=12)
+    a2.set(ylabel="fp32 time / int4 time", title="Speed-up, batch 1, 1 thread")
+    png, _ = save_figure(fig, out, f"int4_{run.summary.preset}", footer=runs_source([run]).footer)
+    return png
+
+
 def build(out_dir: Path | None = None) -> dict[str, Path]:
     """Write the RTN-vs-AWQ table, the ablation and α-search figures and the deck; return the paths."""
     runs = load_approved(PAPER, required=True)
@@ -172,16 +195,21 @@ def build(out_dir: Path | None = None) -> dict[str, Path]:
     (out / "rtn_vs_awq.md").write_text(md + "\n")
     written["table"] = out / "rtn_vs_awq.md"
     figures = []
-    main_run = runs[-1]
-    for maker, title in ((_ablation_figure, "Which 1% to keep, and AWQ's parts (MiniLM)"),
-                         (_alpha_figure, "The α search: error relative to RTN")):
-        png = maker(main_run, out)
+    with_abl = [r for r in runs if r.summary.extra.get("ablations")]
+    for maker, title, run in ((_ablation_figure, "Which 1% to keep, and AWQ's parts (MiniLM)",
+                               with_abl[-1] if with_abl else None),
+                              (_alpha_figure, "The α search: error relative to RTN", runs[-1])):
+        png = maker(run, out) if run is not None else None
         if png:
             written[png.stem] = png
-            figures.append(Figure(title, png, runs_source([main_run])))
+            figures.append(Figure(title, png, runs_source([run])))
+    appendix = []
     if int4:
-        figures.append(Table("Real int4 on PyTorch's CPU kernel vs fp32", int4[0], int4[1], runs_source([int4[2]]),
-                             legend="bf16 activations; batch 1; one thread; MiB of weights, scales and biases"))
+        png = _int4_figure(int4[2], out)
+        written[png.stem] = png
+        figures.append(Figure("Real int4 on PyTorch's CPU kernel vs fp32", png, runs_source([int4[2]])))
+        appendix.append(Table("Real int4 on PyTorch's CPU kernel vs fp32", int4[0], int4[1], runs_source([int4[2]]),
+                              legend="bf16 activations; batch 1; one thread; MiB of weights, scales and biases"))
     cite = Source(CITATION, ("papers/awq/paper_numbers.py",))
     head_rows = [[r[0] + f", {r[1]}", r[2], r[3], "—"] for r in rows]
     written["deck"] = build_paper_deck(
@@ -193,7 +221,8 @@ def build(out_dir: Path | None = None) -> dict[str, Path]:
         figures=figures, deviations=Bullets("Deviations", DEVIATIONS, cite, numbered=True),
         known_gaps=Bullets("Known gaps", KNOWN_GAPS, cite),
         takeaways=Bullets("Takeaways", _takeaways(runs, int4), runs_source(runs)),
-        appendix=[Table("RTN vs AWQ, every approved run (quick = CPU minutes)", header, rows, runs_source(runs))])
+        appendix=[Table("RTN vs AWQ, every approved run (quick = CPU minutes)", header, rows, runs_source(runs)),
+                  *appendix])
     if default_out:
         update_readme_block(README, "results", md)
     return written
