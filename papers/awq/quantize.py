@@ -60,6 +60,7 @@ class Target:
     dataset: str
     fresh: Callable[[], nn.Module]
     example: Callable[[nn.Module], object]
+    fp_recipe: str = "the pretrained fp32 model itself"
 
 
 # ------------------------------------------------------------------------------ MiniLM
@@ -128,11 +129,72 @@ def minilm_target(cfg: Config) -> Target:
                   fresh=lambda: load_minilm()[0], example=lambda m: m(**example_batch))
 
 
+# ------------------------------------------------------------------------------ CLIP (both towers)
+
+
+def clip_target(cfg: Config) -> Target:
+    """A CLIP with both towers' block linears to quantize; metric: zero-shot top-1 on the test split.
+
+    The zero-shot head is recomputed from each model's own (quantized) text tower. Calibration: the first
+    ``calib_samples`` training images through the image tower and the class prompts through the text tower.
+    """
+    from common import clip as cclip
+    from common.data import load_dataset
+    from papers.awq.models import in_block, split_attention_
+
+    if cfg.dataset.startswith("cifar10"):
+        classes, templates = cclip.CIFAR10_CLASSES, cclip.TEMPLATES
+    elif cfg.dataset in ("digits", "mnist"):
+        classes, templates = cclip.DIGIT_CLASSES, cclip.DIGIT_TEMPLATES
+    else:
+        raise NnqError(f"--dataset {cfg.dataset}: the CLIP path knows the class prompts of cifar10, cifar10_jpeg, "
+                       "digits and mnist")
+
+    def load():
+        name = cclip.SMALL_CLIP if cfg.model == "clip_small" else cfg.model.split(":", 1)[1]
+        bundle = cclip.load_clip(name, cfg.pretrained)
+        split_attention_(bundle.model)
+        return bundle
+
+    bundle = load()
+    model = bundle.model.eval()
+    data = load_dataset(cfg.dataset, cfg.data_dir, normalize="none", limit_train=max(cfg.calib_samples, 1),
+                        limit_test=cfg.limit_test, val_size=0)
+    mean, std = torch.tensor(bundle.mean), torch.tensor(bundle.std)
+    prep = lambda x: cclip.prepare_images(x, bundle.image_size, mean, std)
+    prompts = bundle.tokenizer(cclip.prompts_for(classes, templates))
+
+    @torch.no_grad()
+    def logits(m):
+        head = nn.functional.normalize(m.encode_text(prompts).float(), dim=-1)
+        head = nn.functional.normalize(head.view(len(classes), len(templates), -1).mean(1), dim=-1)
+        out = [nn.functional.normalize(m.encode_image(prep(data.x_test[i:i + 250])).float(), dim=-1) @ head.T
+               for i in range(0, len(data.x_test), 250)]
+        return torch.cat(out)
+
+    ref = logits(model).argmax(1)
+
+    def evaluate(m):
+        pred = logits(m).argmax(1)
+        return {"value": round(100.0 * float((pred == data.y_test).float().mean()), 4),
+                "prediction_agreement": round(100.0 * float((pred == ref).float().mean()), 3)}
+
+    @torch.no_grad()
+    def calibrate(m):
+        m.encode_image(prep(data.x_train[: cfg.calib_samples]))
+        m.encode_text(prompts)
+
+    one = prep(data.x_test[:1])
+    return Target(model=model, names=awq.linear_names(model, in_block), calibrate=calibrate, evaluate=evaluate,
+                  metric="test_top1", dataset=f"{data.label}, zero-shot ({len(data.x_test)} test images)",
+                  fresh=lambda: load().model.eval(), example=lambda m: m.encode_image(one),
+                  fp_recipe=f"the fp32 CLIP {cfg.model} (pretrained: {cfg.pretrained}), zero-shot, not fine-tuned")
+
+
 def build_target(cfg: Config) -> Target:
     if cfg.model == "minilm":
         return minilm_target(cfg)
-    raise NnqError(f"--model {cfg.model}: the CLIP paths (clip_small, openclip:NAME) are not implemented yet; "
-                   "use --model minilm (see papers/awq/README.md, Known gaps)")
+    return clip_target(cfg)
 
 
 # ------------------------------------------------------------------------------ the run
@@ -200,7 +262,7 @@ def main(cfg: Config) -> dict:
             curves[bits] = {g: c for g, c in art["_curves"].items()}
             common_fields = {"dataset": tg.dataset, "metric": tg.metric, "w_bits": bits, "a_bits": None,
                              "params": count_params(tg.model), "train_time_s": 0.0,
-                             "fp_value": fp["value"], "fp_recipe": "the pretrained fp32 model itself"}
+                             "fp_value": fp["value"], "fp_recipe": tg.fp_recipe}
             points.append({**common_fields, "method": f"RTN W{bits} g{cfg.group_size}", "value": rtn_res["value"],
                            "extra": {k: v for k, v in rtn_res.items() if k != "value"}
                            | {"layer_error_sum": rtn_err, "variant": "rtn"}})
@@ -240,7 +302,7 @@ def main(cfg: Config) -> dict:
         lin_bits = sum(f.bits for f in stored_fields(model) if f.name.rsplit(".", 1)[0] in set(tg.names))
         size = file_size(packed)
         row = {"method": f"AWQ W{cfg.w_bits} g{cfg.group_size}", "dataset": tg.dataset, "metric": tg.metric,
-               "value": awq_res["value"], "fp_value": fp["value"], "fp_recipe": "the pretrained fp32 model itself",
+               "value": awq_res["value"], "fp_value": fp["value"], "fp_recipe": tg.fp_recipe,
                "w_bits": cfg.w_bits, "a_bits": None, "params": count_params(tg.model),
                "model_bits": model_bits(stored_fields(model)), "size_bytes": size,
                "compression_ratio": round(fp32_size_bytes(tg.model) / size, 3), "train_time_s": round(search_s, 3),

@@ -52,7 +52,8 @@ DEVIATIONS = [
     "Deployment on PyTorch's int4 CPU kernel (bf16 activations) instead of TinyChat's GPU kernels.",
 ]
 KNOWN_GAPS = [
-    "CLIP (common's small CLIP, open_clip ViT-B-32) and the LLM perplexity setting are not implemented yet.",
+    "CLIP path (both towers, zero-shot) implemented and tested, not yet run on a pretrained CLIP; the LLM "
+    "perplexity setting is not implemented.",
     "The paper's Table 4 perplexities, Table 1 and the OpenFlamingo CIDEr scores are not yet entered "
     "(only figures checked against the paper's text are).",
 ]

@@ -160,3 +160,19 @@ def test_int4_kernel_equals_the_pseudo_quantized_layer_within_bf16():
     assert i4(x[:1]).shape == (1, 128) and i4(x.reshape(2, 8, 256)).shape == (2, 8, 128)
     with pytest.raises(ValueError, match="4-bit"):
         int4.Int4Linear.from_awq(awq.AwqLinear.from_float(lin, 3, 128))
+
+
+def test_split_attention_computes_what_multihead_attention_computes():
+    from papers.awq.models import SplitAttention, split_attention_
+
+    torch.manual_seed(0)
+    for batch_first in (True, False):
+        mha = nn.MultiheadAttention(64, 4, batch_first=batch_first).eval()
+        x = torch.randn(2, 7, 64) if batch_first else torch.randn(7, 2, 64)
+        mask = torch.triu(torch.full((7, 7), float("-inf")), 1)  # causal, as CLIP's text tower
+        ref = mha(x, x, x, need_weights=False, attn_mask=mask)[0]
+        holder = nn.Sequential(mha)
+        assert split_attention_(holder) == 1 and isinstance(holder[0], SplitAttention)
+        assert torch.allclose(holder[0](x, x, x, need_weights=False, attn_mask=mask)[0], ref, atol=1e-5)
+        assert [n for n, _ in holder.named_modules() if n.endswith("_proj")] == ["0.q_proj", "0.k_proj", "0.v_proj",
+                                                                                 "0.out_proj"]

@@ -56,3 +56,16 @@ def test_int4_kernel_matches_the_pseudo_quantized_model(quick_run):
     assert rep["max_rel_diff_vs_pseudo"] < 2e-2  # bf16 activations
     assert abs(rep["int4_metrics"]["value"] - rep["pseudo_metrics"]["value"]) < 2e-3
     assert rep["linear_bytes_ratio"] > 6
+
+
+def test_clip_path_quantizes_both_towers(tmp_path):
+    """The CLIP path on common's small CLIP (random image tower: no cached pretraining needed) on digits."""
+    cfg = dataclasses.replace(PRESETS["clip_small"], pretrained=None, dataset="digits", limit_test=40,
+                              calib_samples=8, out_dir=str(tmp_path), threads=1, n_grid=3, compare_bits=(4,),
+                              ablations=False, int4=False)
+    cfg.validate()
+    s = main(cfg).to_dict()
+    assert validate(s) == [] and s["metric"] == "test_top1"
+    assert s["extra"]["quantized_layers"] == 4 * 6 + 6 * 6  # ViT: 4 blocks x (q, k, v, out, fc, proj); MiniLM: 6 x 6
+    assert s["extra"]["awq_layer_error_sum"] <= s["extra"]["rtn_layer_error_sum"]
+    assert s["extra"]["artifact_reproduces_outputs"] is True
