@@ -71,8 +71,8 @@ def run_missing(grid=GRID) -> None:
 
 def _short(run) -> str:
     s = run.summary
-    quick = " (quick)" if s.preset == "quick" else ""
-    return f"{run.config.get('model')}, {s.preset}{quick}, s{s.seed}"
+    model = {"minilm": "MiniLM-L6", "clip_small": "small CLIP"}.get(run.config.get("model"), run.config.get("model"))
+    return f"{model}, {s.preset} preset, s{s.seed}"
 
 
 def _bits_table(runs) -> tuple[list[str], list[list]]:

@@ -69,3 +69,21 @@ def test_clip_path_quantizes_both_towers(tmp_path):
     assert s["extra"]["quantized_layers"] == 4 * 6 + 6 * 6  # ViT: 4 blocks x (q, k, v, out, fc, proj); MiniLM: 6 x 6
     assert s["extra"]["awq_layer_error_sum"] <= s["extra"]["rtn_layer_error_sum"]
     assert s["extra"]["artifact_reproduces_outputs"] is True
+
+
+def test_results_rebuild_table_figures_and_deck_from_the_approved_runs(tmp_path):
+    from pptx import Presentation
+
+    from common.results import load_approved
+    from papers.awq.results import README, build
+
+    readme_before = README.read_text()
+    written = build(tmp_path)
+    runs = load_approved("awq")
+    assert runs, "papers/awq/results/runs/ holds at least one approved run"
+    table = (tmp_path / "rtn_vs_awq.md").read_text()
+    for run in runs:
+        assert f"{run.summary.value:.4f}" in table and f"{run.summary.extra['rtn_value']:.4f}" in table
+    assert (tmp_path / "ablation_quick_w4.png").stat().st_size > 10_000
+    assert len(Presentation(str(written["deck"])).slides) >= 8
+    assert README.read_text() == readme_before  # --out-dir leaves the package's README alone
