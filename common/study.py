@@ -249,7 +249,7 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
 
 def build(out_dir: str | Path | None = None, root: Path | None = None) -> dict[str, Path]:
     """Writes, per setting with approved rows: the Pareto figure, the table (Markdown + CSV) and the deck."""
-    from common.deck import Bullets, Deck, Figure, Source, Table, combine, mean_sd, runs_source
+    from common.deck import Bullets, Deck, Figure, Source, Table, mean_sd, runs_source
     from common.paths import REPO_ROOT
     from common.report import (markdown_table, reference_line, save_figure, slide_figure, update_readme_block,
                                write_csv)
@@ -267,7 +267,7 @@ def build(out_dir: str | Path | None = None, root: Path | None = None) -> dict[s
             continue
         float_cells = [c for c in cells if c.method == "float"]
         fp_top1 = statistics.mean(float_cells[0].values) if float_cells else None
-        source = combine(*[_cell_source(c, runs_source) for c in cells])
+        source = _rows_source([r for c in cells for r in c.rows], runs_source)
 
         fig, ax = slide_figure()
         pts = [(c.model_mib, statistics.mean(c.values)) for c in cells]
@@ -280,7 +280,7 @@ def build(out_dir: str | Path | None = None, root: Path | None = None) -> dict[s
         ax.plot([pts[i][0] for i in front], [pts[i][1] for i in front], color="grey", lw=1.5, ls=":",
                 marker=None, label="Pareto front")
         if fp_top1 is not None:
-            reference_line(ax, fp_top1, f"float reference ({fp_top1:.2f}%)")
+            reference_line(ax, fp_top1, f"float reference ({fp_top1:.2f}%)", loc="left")
         ax.set_xscale("log")
         ax.set(xlabel="stored model size (MiB, log scale; model_bits / 8)", ylabel="test top-1 (%)",
                title=f"{setting.title}")
@@ -324,11 +324,12 @@ def build(out_dir: str | Path | None = None, root: Path | None = None) -> dict[s
     return written
 
 
-def _cell_source(cell: Cell, runs_source) -> Any:
+def _rows_source(rows: list, runs_source) -> Any:
+    """One Source (footer + files) for the approved rows behind a slide or figure."""
     class _Run:  # runs_source reads .summary and .dir of approved runs
         def __init__(self, row):
             self.summary, self.dir = row, Path(row.run_dir)
-    return runs_source([_Run(r) for r in cell.rows])
+    return runs_source([_Run(r) for r in rows])
 
 
 def _bits_label(c: Cell) -> str:
