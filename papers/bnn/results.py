@@ -171,8 +171,13 @@ def build(out_dir: Path | None = None) -> dict[str, Path]:
 
 
 def _study_gap(study_rows) -> list[str]:
+    edge = [r for r in study_rows if r.summary.extra["lr"] == max(r.summary.extra["lr_grid"])]
+    gaps = [f"Study row, seed {r.summary.seed}: the validation pilots chose the grid's largest LR "
+            f"({r.summary.extra['lr']:g}); a larger one was not tried." for r in edge]
+    gaps += ["Study row: one seed; the BNN's binary shortcuts (Sign after each block) are the paper's rule applied "
+             "to a ResNet, which the paper does not train."] if study_rows else []
     if study_rows:
-        return []
+        return gaps
     return ["Study setting cifar10_resnet20: no approved run yet (python -m papers.bnn.train --preset "
             "cifar10_resnet20)."]
 
