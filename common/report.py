@@ -215,7 +215,10 @@ def save_figure(fig: Figure, out_dir: str | os.PathLike, name: str, *, footer: s
     engine = fig.get_layout_engine()
     if isinstance(engine, ConstrainedLayoutEngine):
         engine.set(rect=(0, band, 1, 1 - band))
-    fig.text(0.01, band / 2, footer, ha="left", va="center", fontsize=_FOOTER_SIZE, color=GREY)
+    text = fig.text(0.01, band / 2, footer, ha="left", va="center", fontsize=_FOOTER_SIZE, color=GREY)
+    used = text.get_window_extent().width / (fig.get_figwidth() * fig.dpi)
+    if used > 0.98:  # a long provenance line shrinks to the figure's width rather than run off its edge
+        text.set_fontsize(_FOOTER_SIZE * 0.98 / used)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     png, pdf = out / f"{name}.png", out / f"{name}.pdf"
