@@ -209,7 +209,7 @@ class ClipLatentWeights(Callback):
 
 
 def square_hinge_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """The square hinge loss the paper's MNIST/CIFAR experiments minimise (Sec. 2.6 / official code).
+    """The square hinge loss the paper's MNIST/CIFAR experiments minimise (its MNIST experiments / official code).
 
     Targets are +1 for the true class and -1 for every other class:
     L = mean_{n,c} max(0, 1 - t_{nc} * s_{nc})^2.

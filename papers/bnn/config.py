@@ -24,7 +24,7 @@ class Config(BaseConfig):
     loss: str = "sq_hinge"
     """Loss: "sq_hinge" (the paper's square hinge loss) or "ce" (cross-entropy)."""
     lr_end: float = 3e-7
-    """Learning rate after the last epoch; the rate decays exponentially from --lr to it (Sec. 2.6)."""
+    """Learning rate after the last epoch; the rate decays exponentially from --lr to it (as in the paper's MNIST experiments)."""
     baseline_epochs: int = 10
     """Epochs of the float twin that gives fp_value (0: no float baseline)."""
     setting: str | None = None
@@ -71,7 +71,7 @@ PRESETS: dict[str, Config] = {
                               batch_size=50, lr=3e-3, lr_end=2e-6, baseline_epochs=100),
     # The study setting cifar10_resnet20 (common/settings.py): the shared float ResNet-20 with Sign activations
     # and binary block weights (W1A1; first conv and last linear float), the setting's steps, batch and per-step
-    # cosine; Adam (Sec. 2.6) with its LR chosen on the validation split; cross-entropy like every study row.
+    # cosine; Adam (the paper's optimizer) with its LR chosen on the validation split; cross-entropy like every study row.
     "cifar10_resnet20": Config(preset="cifar10_resnet20", setting="cifar10_resnet20", dataset="cifar10_jpeg",
                                arch="resnet20", loss="ce", baseline_epochs=0, batch_size=128, lr=1e-3),
     # The paper's MNIST setting (Theano): 3 x 4096 MLP, 1000 epochs, batch 100, LR 0.003 -> 3e-7.

@@ -50,7 +50,7 @@ def build_model(cfg: Config, data: DataBundle, *, binary: bool) -> nn.Module:
 
 def _optimizer(cfg: Config, model: nn.Module, epochs: int):
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    # Sec. 2.6: exponentially decaying learning rate, from lr to lr_end over the run.
+    # the paper's MNIST runs: exponentially decaying learning rate, from lr to lr_end over the run.
     gamma = (cfg.lr_end / cfg.lr) ** (1.0 / max(epochs, 1))
     return opt, torch.optim.lr_scheduler.ExponentialLR(opt, gamma)
 
@@ -128,7 +128,7 @@ def _study_main(cfg: Config, callbacks: Iterable[Callback]):
     def train(lr: float, steps: int, run_: Run | None, tag: str, cbs: Iterable[Callback] = ()):
         seed_everything(cfg.seed)
         model = build()
-        opt = torch.optim.Adam(model.parameters(), lr=lr)  # Sec. 2.6: Adam (the paper's shift-based AdaMax aside)
+        opt = torch.optim.Adam(model.parameters(), lr=lr)  # the paper trains with Adam (shift-based AdaMax aside)
         res = fit(model, data, steps=steps, batch_size=setting.batch_size, optimizer=opt,
                   scheduler=cosine_per_step(opt, steps), scheduler_interval="step", loss_fn=loss_fn,
                   callbacks=[ClipLatentWeights(), *cbs], run=run_, tag=tag, seed=cfg.seed, desc=tag,
