@@ -140,3 +140,10 @@ def test_bnn_resnet20_binarizes_the_blocks_only_and_feeds_them_signs():
     for h in hooks:
         h.remove()
     assert len(seen) == 18 and all(set(x.unique().tolist()) <= {-1.0, 1.0} for x in seen)
+
+
+def test_packer_stores_zero_as_plus_one_msb_first():
+    w = torch.tensor([0.0, -1.0, 0.0, 2.0, -0.5, -3.0, -1e-9, -7.0, -0.0])  # Eq. (1): Sign(0) = +1
+    packed = pack_signs(w)
+    assert packed.tolist() == [0b10110000, 0b10000000]  # bit 1 = +1, first value in the most significant bit
+    assert unpack_signs(packed, (9,)).tolist() == [1.0, -1.0, 1.0, 1.0, -1.0, -1.0, -1.0, -1.0, 1.0]

@@ -369,3 +369,9 @@ def test_pruned_fp32_layers_declare_their_survivors_at_32_bits(tmp_path):
         alive = int((dict(net.named_modules())[n].weight != 0).sum())
         assert fields[f"{n}.values"].count == alive and fields[f"{n}.values"].bits == 32 * alive
     assert list(fields.values()) == stats.stored_fields()
+
+
+def test_canonical_codes_are_the_documented_bits():
+    # shorter codes first, ties by symbol index: what a decoder written from the format's description expects
+    assert canonical_codes(np.array([2, 1, 3, 3, 0])).tolist() == [0b10, 0b0, 0b110, 0b111, 0]
+    assert canonical_codes(np.array([3, 3, 2, 2, 2])).tolist() == [0b110, 0b111, 0b00, 0b01, 0b10]
