@@ -59,6 +59,15 @@ def results_dir(paper: str) -> Path:
     return REPO_ROOT / STUDY / "results" if paper == STUDY else REPO_ROOT / "papers" / paper / "results"
 
 
+def results_target(paper: str, out_dir: str | Path | None) -> tuple[list[ApprovedRun], Path, bool]:
+    """What a paper's ``results.build(out_dir)`` starts from: its approved runs (at least one, else a one-line
+    error), the folder to write into (created; ``results_dir(paper)`` by default) and whether that is the default
+    (only then may the package's README be updated)."""
+    out = Path(out_dir) if out_dir else results_dir(paper)
+    out.mkdir(parents=True, exist_ok=True)
+    return load_approved(paper, required=True), out, out_dir is None
+
+
 def approve(run_dir: str | Path) -> Path:
     """Copy a finished run's small files into ``<results_dir(paper)>/runs/<run-name>/``."""
     run = Run.open(run_dir)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from common.deck import Bullets, Figure, Formula, Source, Table, build_paper_deck, combine, runs_source
 from common.report import bar_labels, markdown_table, save_figure, slide_figure, update_readme_block
-from common.results import load_approved, results_cli, results_dir
+from common.results import results_cli, results_target
 from common.results import run_missing as common_run_missing
 from papers.awq.config import PRESETS
 from papers.awq.paper_numbers import ABSTRACT, PERPLEXITY
@@ -199,10 +199,7 @@ def _int4_figure(run, out: Path) -> Path:
 
 def build(out_dir: Path | None = None) -> dict[str, Path]:
     """Write the RTN-vs-AWQ table, the ablation and α-search figures and the deck; return the paths."""
-    runs = load_approved(PAPER, required=True)
-    default_out = out_dir is None
-    out = Path(out_dir) if out_dir else results_dir(PAPER)
-    out.mkdir(parents=True, exist_ok=True)
+    runs, out, default_out = results_target(PAPER, out_dir)
     written: dict[str, Path] = {}
     header, rows = _bits_table(runs)
     md = markdown_table(header, rows)

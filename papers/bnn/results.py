@@ -11,7 +11,7 @@ from pathlib import Path
 
 from common.deck import Bullets, Figure, Formula, Source, Table, build_paper_deck, runs_source
 from common.report import markdown_table, save_figure, slide_figure, summary_footer, update_readme_block
-from common.results import load_approved, results_cli, results_dir
+from common.results import results_cli, results_target
 from common.results import run_missing as common_run_missing
 from papers.bnn.config import PRESETS
 from papers.bnn.paper_numbers import TEST_ERROR
@@ -93,10 +93,7 @@ def _error(value: float) -> str:
 
 def build(out_dir: Path | None = None) -> dict[str, Path]:
     """Write figures, tables and the deck from the approved runs; return the paths written."""
-    runs = load_approved(PAPER, required=True)
-    default_out = out_dir is None
-    out = Path(out_dir) if out_dir else results_dir(PAPER)
-    out.mkdir(parents=True, exist_ok=True)
+    runs, out, default_out = results_target(PAPER, out_dir)
     written: dict[str, Path] = {}
 
     figures = []

@@ -16,7 +16,7 @@ from common.deck import (Bullets, Figure, Formula, Source, Table, build_paper_de
                          runs_source, same_direction)
 from common.report import (bar_labels, fmt_mib, fmt_ratio, markdown_table, save_figure, slide_figure,
                            update_readme_block, write_csv)
-from common.results import load_approved, results_cli, results_dir
+from common.results import results_cli, results_target
 from common.results import run_missing as common_run_missing
 from papers.qlora_clip.config import PRESETS
 from papers.qlora_clip.paper_numbers import CONSTANT_BITS_PER_PARAM, DATATYPE_PERPLEXITY, MEMORY_65B_GB, MMLU
@@ -408,10 +408,7 @@ def _takeaways(runs) -> list[str]:
 
 def build(out_dir: Path | None = None) -> dict[str, Path]:
     """Write figures, tables and the deck from the approved runs; return the paths written."""
-    runs = load_approved(PAPER, required=True)
-    default_out = out_dir is None
-    out = Path(out_dir) if out_dir else results_dir(PAPER)
-    out.mkdir(parents=True, exist_ok=True)
+    runs, out, default_out = results_target(PAPER, out_dir)
     written: dict[str, Path] = {}
     main = _preset(runs, MAIN)
     full = _full(main)

@@ -16,9 +16,9 @@ from pathlib import Path
 from common.deck import (Bullets, Figure, Formula, Source, Table, build_paper_deck, combine, file_source, mean_sd,
                          paper_source, runs_source, same_direction)
 from common.paths import REPO_ROOT
-from common.report import (bar_labels, fmt_mib, fmt_ratio, focus_ylim, markdown_table, reference_line, save_figure,
+from common.report import (bar_labels, fmt_mib, fmt_ratio, markdown_table, reference_line, save_figure,
                            slide_figure, update_readme_block, write_csv)
-from common.results import approve, load_approved, results_cli, results_dir
+from common.results import approve, load_approved, results_cli, results_target
 from papers.xnor.config import PRESETS
 from papers.xnor.paper_numbers import CIFAR10_ERROR, CLAIMS, IMAGENET_ACCURACY
 
@@ -345,10 +345,7 @@ def _takeaways(runs) -> list[str]:
 
 def build(out_dir: Path | None = None) -> dict[str, Path]:
     """Write figures, tables and the deck from the approved runs; return the paths written."""
-    runs = load_approved(PAPER, required=True)
-    default_out = out_dir is None
-    out = Path(out_dir) if out_dir else results_dir(PAPER)
-    out.mkdir(parents=True, exist_ok=True)
+    runs, out, default_out = results_target(PAPER, out_dir)
     bench = json.loads(BENCH.read_text()) if BENCH.is_file() else None
     written: dict[str, Path] = {}
 
