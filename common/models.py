@@ -392,3 +392,89 @@ def build_model(name: str, input_shape: Sequence[int], num_classes: int, **kw) -
 
 MODEL_NAMES = ("mlp", "lenet300", "lenet5", "lenet5_caffe", "bnn_convnet", "resnet20", "resnet32", "resnet44",
                "resnet56")
+
+
+# ------------------------------------------------------------------------------------------- attention
+
+
+class SplitMultiheadAttention(nn.Module):
+    """Self/cross attention with separate ``nn.Linear`` q/k/v/out projections; drop-in for nn.MultiheadAttention.
+
+    Same math as ``nn.MultiheadAttention`` (Vaswani et al., 2017): softmax(q k^T / sqrt(d_head) + mask) v, then
+    the output projection; the call signature and ``(output, None)`` return value match it.
+    """
+
+    def __init__(self, embed_dim: int, num_heads: int, *, bias: bool = True, batch_first: bool = True):
+        super().__init__()
+        self.embed_dim, self.num_heads, self.batch_first = embed_dim, num_heads, batch_first
+        self.head_dim = embed_dim // num_heads
+        self.q_proj = nn.Linear(embed_dim, embed_dim, bias=bias)
+        self.k_proj = nn.Linear(embed_dim, embed_dim, bias=bias)
+        self.v_proj = nn.Linear(embed_dim, embed_dim, bias=bias)
+        self.out_proj = nn.Linear(embed_dim, embed_dim, bias=bias)
+
+    @classmethod
+    def from_mha(cls, mha: nn.MultiheadAttention) -> "SplitMultiheadAttention":
+        """Copies the fused in-projection of ``mha`` into three linear layers."""
+        if not mha._qkv_same_embed_dim or mha.bias_k is not None or mha.add_zero_attn or mha.dropout:
+            raise NnqError("only plain nn.MultiheadAttention (same q/k/v dims, no bias_k, no dropout) can be split")
+        bias = mha.in_proj_bias is not None
+        new = cls(mha.embed_dim, mha.num_heads, bias=bias, batch_first=mha.batch_first)
+        w_q, w_k, w_v = mha.in_proj_weight.detach().chunk(3, dim=0)  # 3 x [E, E]
+        with torch.no_grad():
+            for lin, w in zip((new.q_proj, new.k_proj, new.v_proj), (w_q, w_k, w_v), strict=True):
+                lin.weight.copy_(w)
+            if bias:
+                b_q, b_k, b_v = mha.in_proj_bias.detach().chunk(3)
+                for lin, b in zip((new.q_proj, new.k_proj, new.v_proj), (b_q, b_k, b_v), strict=True):
+                    lin.bias.copy_(b)
+                new.out_proj.bias.copy_(mha.out_proj.bias.detach())
+            new.out_proj.weight.copy_(mha.out_proj.weight.detach())
+        return new.to(mha.in_proj_weight.device)
+
+    def forward(self, query, key, value, need_weights=False, attn_mask=None, key_padding_mask=None, **_):
+        if need_weights:
+            raise NnqError("SplitMultiheadAttention does not return attention weights")
+        if not self.batch_first:
+            query, key, value = (t.transpose(0, 1) for t in (query, key, value))
+        b, lq, _e = query.shape
+        lk = key.shape[1]
+        q = self.q_proj(query).view(b, lq, self.num_heads, self.head_dim).transpose(1, 2)  # [B, H, Lq, d]
+        k = self.k_proj(key).view(b, lk, self.num_heads, self.head_dim).transpose(1, 2)  # [B, H, Lk, d]
+        v = self.v_proj(value).view(b, lk, self.num_heads, self.head_dim).transpose(1, 2)  # [B, H, Lk, d]
+        mask = _merge_masks(attn_mask, key_padding_mask, q.dtype, b, lq, lk)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # [B, H, Lq, d]
+        out = self.out_proj(out.transpose(1, 2).reshape(b, lq, self.embed_dim))  # [B, Lq, E]
+        return (out if self.batch_first else out.transpose(0, 1)), None
+
+
+def _merge_masks(attn_mask, key_padding_mask, dtype, b, lq, lk):
+    """nn.MultiheadAttention masks (bool True = masked, or additive float) -> one additive SDPA mask or None."""
+    mask = None
+    if attn_mask is not None:
+        mask = attn_mask.to(dtype) if attn_mask.dtype != torch.bool else torch.zeros_like(
+            attn_mask, dtype=dtype).masked_fill(attn_mask, float("-inf"))
+        if mask.dim() == 3:  # [B*H, Lq, Lk]
+            mask = mask.view(b, -1, lq, lk)
+    if key_padding_mask is not None:
+        kpm = key_padding_mask.to(torch.bool) if key_padding_mask.dtype == torch.bool else key_padding_mask < 0
+        add = torch.zeros(b, 1, 1, lk, dtype=dtype, device=kpm.device).masked_fill(kpm[:, None, None, :], float("-inf"))
+        mask = add if mask is None else mask + add
+    return mask
+
+
+def split_attention_(model: nn.Module) -> list[str]:
+    """Replaces every ``nn.MultiheadAttention`` in ``model`` by an equivalent `SplitMultiheadAttention`.
+
+    Returns:
+        The names of the replaced modules.
+    """
+    names = [n for n, m in model.named_modules() if type(m) is nn.MultiheadAttention]
+    for name in names:
+        _set_module(model, name, SplitMultiheadAttention.from_mha(model.get_submodule(name)))
+    return names
+
+
+def _set_module(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, child, new)

@@ -166,7 +166,7 @@ def test_int4_kernel_equals_the_pseudo_quantized_layer_within_bf16():
 
 
 def test_split_attention_computes_what_multihead_attention_computes():
-    from papers.awq.models import SplitAttention, split_attention_
+    from common.models import SplitMultiheadAttention, split_attention_
 
     torch.manual_seed(0)
     for batch_first in (True, False):
@@ -175,7 +175,7 @@ def test_split_attention_computes_what_multihead_attention_computes():
         mask = torch.triu(torch.full((7, 7), float("-inf")), 1)  # causal, as CLIP's text tower
         ref = mha(x, x, x, need_weights=False, attn_mask=mask)[0]
         holder = nn.Sequential(mha)
-        assert split_attention_(holder) == 1 and isinstance(holder[0], SplitAttention)
+        assert split_attention_(holder) == ["0"] and isinstance(holder[0], SplitMultiheadAttention)
         assert torch.allclose(holder[0](x, x, x, need_weights=False, attn_mask=mask)[0], ref, atol=1e-5)
         assert [n for n, _ in holder.named_modules() if n.endswith("_proj")] == ["0.q_proj", "0.k_proj", "0.v_proj",
                                                                                  "0.out_proj"]
