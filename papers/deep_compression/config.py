@@ -33,7 +33,7 @@ class Config(BaseConfig):
     density: tuple[float, ...] = (0.08,)
     """Fraction of weights kept per prunable layer, in layer order (one value: every layer)."""
     prune_iterations: int = 3
-    """Prune -> retrain rounds (Han 2015 Sec. 3.3); densities fall geometrically to --density."""
+    """Prune -> retrain rounds (Han 2015 Sec. 3.4); densities fall geometrically to --density."""
     bits: tuple[int, ...] = (6,)
     """Weight-sharing bits per prunable layer (k = 2**bits centroids); one value: every layer."""
     index_bits: int = 5
@@ -42,7 +42,7 @@ class Config(BaseConfig):
     """Huffman file: give each layer the relative-index width (1..10 bits) whose coded stream is smallest;
     off: --index-bits for every layer, as in Tables 2-3."""
     init: str = "linear"
-    """Centroid initialisation: linear, density, random (Sec. 3.1)."""
+    """Centroid initialisation: linear, density, random (Sec. 3.2)."""
     share_epochs: int = 3
     """Epochs of centroid fine-tuning (Eq. 3)."""
     optimizer: str = "adam"

@@ -100,7 +100,7 @@ def test_density_and_random_init():
 
 
 def test_linear_init_keeps_large_weights_better_than_density():
-    # Sec. 3.1 / Fig. 5: with a long-tailed layer, linear init represents the large weights
+    # Sec. 3.2 / Sec. 6.2, Fig. 8: with a long-tailed layer, linear init represents the large weights
     w = torch.randn(5000, generator=torch.Generator().manual_seed(0)) ** 3
     c_lin, i_lin = kmeans_1d(w, 8, "linear")
     c_den, i_den = kmeans_1d(w, 8, "density")
