@@ -129,7 +129,7 @@ PRESETS: dict[str, Config] = {
                              index_bits=5, share_epochs=10),
     # Table 3: the Caffe LeNet-5 (431K) on MNIST, 66%/12%/8%/19% kept, 8-bit conv / 5-bit fc weights, 5-bit index.
     # Each retraining round restarts at the LR chosen among 0.002/0.01/0.02 by pilots on the validation split
-    # (the last 5,000 of MNIST's training images; each pilot is the whole compression squeezed into 2,800 steps).
+    # (5,000 training images held out, a fixed random choice; each pilot is the whole compression in 2,800 steps).
     "lenet5_mnist": Config(preset="lenet5_mnist", dataset="mnist", arch="lenet5_caffe", baseline_epochs=20,
                            epochs=8, batch_size=128, optimizer="sgd", lr=0.02, retrain_lr=0.02, share_lr=1e-5,
                            lr_grid=(0.002, 0.01, 0.02), pilot_steps=2800,
