@@ -575,14 +575,14 @@ def capture(model: nn.Module, plan: Plan, run: Callable[[nn.Module], torch.Tenso
     def hook(name):
         def fn(mod, args, out):
             cap.inputs.setdefault(name, []).append(tuple(a.detach() for a in args[:2 if name in plan.matmuls else 1]))
-            if need_grad and out.requires_grad:
+            if need_grad:
                 slot = cap.grads.setdefault(name, [])
                 slot.append(None)
                 i = len(slot) - 1
-
-                def keep(g, i=i):
-                    slot[i] = g.detach()
-                out.register_hook(keep)
+                if out.requires_grad:
+                    def keep(g, i=i):
+                        slot[i] = g.detach()
+                    out.register_hook(keep)
         return fn
 
     for name in plan.names():
@@ -608,6 +608,12 @@ def capture(model: nn.Module, plan: Plan, run: Callable[[nn.Module], torch.Tenso
     finally:
         for h in hooks:
             h.remove()
+    if need_grad:  # forward passes outside the loss's graph (e.g. a no-grad reference) bring no gradient: drop them
+        for name in list(cap.inputs):
+            grads = cap.grads.get(name, [])
+            keep = [i for i, g in enumerate(grads) if g is not None]
+            cap.inputs[name] = [cap.inputs[name][i] for i in keep]
+            cap.grads[name] = [grads[i] for i in keep]
     return cap
 
 

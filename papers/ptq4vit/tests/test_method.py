@@ -74,8 +74,8 @@ def test_hessian_metric_equals_a_hand_computation_on_a_tiny_layer():
     # the task loss: L = sum_r sum_j c_rj O_rj^2 / 2  =>  dL/dO = c * O
     c = torch.tensor([[1.0, 2.0], [3.0, 0.5]])
     xr = x.clone().requires_grad_(False)
-    out = lin(xr)
-    g = c * out.detach()
+    out = lin(xr).detach()
+    g = c * out
     w_hat = torch.tensor([[0.5, -1.0, 0.0], [1.5, 0.0, -0.5]])  # one weight quantized away
     o_hat = nn.functional.linear(x, w_hat, lin.bias).detach()
     hand = 0.0
