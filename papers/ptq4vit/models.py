@@ -176,7 +176,8 @@ def train_small_vit(recipe: TrainRecipe, data_dir: str | None = None, *, save: b
     model.eval()
     test = accuracy(model, data.x_test, data.y_test, topk=(1,))
     info = {"arch": asdict(recipe.arch), "recipe": {k: v for k, v in asdict(recipe).items() if k != "arch"},
-            "key": recipe.key(), "data_label": data.label, "val": val, "test_top1": test["top1"],
+            "key": recipe.key(), "data_label": data.label, "val_top1": (val.get("val") or {}).get("top1"),
+            "test_top1": test["top1"],
             "train_time_s": round(time.time() - t0, 1), "threads": torch.get_num_threads(),
             "dry_run": max_steps is not None}
     log(f"small ViT on {data.label}: test top-1 {test['top1']:.2f}% ({info['train_time_s']} s)")

@@ -216,7 +216,11 @@ def small_vit_target(cfg: Config) -> Target:
     recipe = pm.RECIPES[SMALL[cfg.model]]
     if cfg.dataset != recipe.dataset:
         raise NnqError(f"--model {cfg.model} was trained on {recipe.dataset}; use --dataset {recipe.dataset}")
-    model, info = pm.ensure_small_vit(SMALL[cfg.model], cfg.data_dir)
+    key = pm.cached(recipe)
+    if key is None and cfg.max_steps is not None:  # dry run: a truncated training, nothing cached
+        model, info = pm.train_small_vit(recipe, cfg.data_dir, save=False, max_steps=cfg.max_steps)
+    else:
+        model, info = pm.ensure_small_vit(SMALL[cfg.model], cfg.data_dir)
     data = load_dataset(cfg.dataset, cfg.data_dir, limit_test=cfg.limit_test)
     key = pm.cached(recipe)
     fresh = (lambda: pm.load_cached(key)[0]) if key else (lambda: copy.deepcopy(model))

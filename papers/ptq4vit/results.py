@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -142,7 +143,8 @@ def _histogram_figure(run, out: Path) -> Path | None:
                           label=f"{'uniform (base PTQ)' if tag == 'base' else 'twin (PTQ4ViT)'}: {len(lv)} levels")
         if key == "post_softmax":
             ax.set_xlim(0, 0.25)
-        ax.set(title=f"{title}, {e['layer']}", xlabel="value", ylabel="count (log)")
+        block = re.search(r"\d+", e["layer"])
+        ax.set(title=f"{title}, block {block.group(0) if block else '?'}", xlabel="value", ylabel="count (log)")
         ax.legend(fontsize=10, loc="upper right")
     fig.suptitle(f"{_short(run)}: values and the W{bits}A{bits} levels of both quantizers")
     png, _ = save_figure(fig, out, f"histograms_{run.summary.preset}", footer=runs_source([run]).footer)
@@ -198,7 +200,7 @@ def build(out_dir: Path | None = None) -> dict[str, Path]:
     written: dict[str, Path] = {}
     header, rows = _paper_table(runs)
     a_header, a_rows = _ablation_table(runs)
-    md = markdown_table(header, rows) + "\n\nAblation (the paper's Table 3 layout):\n\n" + \
+    md = markdown_table(header, rows) + "\n\nAblation (the layout of the paper's ablation table):\n\n" + \
         markdown_table(a_header, a_rows)
     (out / "paper_table.md").write_text(md + "\n")
     written["table"] = out / "paper_table.md"
