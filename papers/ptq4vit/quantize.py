@@ -7,7 +7,9 @@ alpha = 0.5) and PTQ4ViT (Hessian-guided metric, twin uniform quantizers, altern
 layer by layer on the float inputs. The PTQ4ViT search at ``--w-bits/--a-bits`` is saved
 (``ptq4vit_scales_w<W>a<A>.safetensors``), loaded back and applied; that model is the headline row, written as its
 packed integer artifact (``ptq4vit_packed_w<W>a<A>.safetensors``) and reloaded to check it computes the same.
-``--ablations`` adds the paper's ablation grid, ``--calib-sweep`` the calibration-set sizes.
+``--ablations`` adds the paper's ablation grid, ``--calib-sweep`` the calibration-set sizes. ``--max-steps N`` is a
+dry run: N test batches, at most N batches of calibration images, a grid of N + 1 candidates, one round, no
+ablation or sweep, and (timm models) a random init when the hub's weights cannot be loaded.
 
 MiniLM (quick): metric ``test_embedding_cosine`` (mean cosine of the quantized encoder's sentence embeddings to
 the float encoder's on 48 shipped sentences); small ViTs and timm/HF models: ``test_top1``.
@@ -237,19 +239,30 @@ def timm_target(cfg: Config) -> Target:
     name = cfg.model.split(":", 1)[1]
     data = load_dataset(cfg.dataset, cfg.data_dir, normalize="imagenet", image_size=224, val_size=0)
 
+    state = {"hub": cfg.pretrained == "hub"}
+
     def build():
-        try:
-            kw = {} if cfg.pretrained == "hub" else {"num_classes": data.num_classes}
-            m = timm.create_model(name, pretrained=cfg.pretrained == "hub", **kw)
-        except Exception as exc:  # noqa: BLE001 - no hub / unknown name
-            raise NnqError(f"cannot build timm model {name} (pretrained={cfg.pretrained}: {type(exc).__name__}); "
-                           "without the hub, dry-run with --pretrained none") from None
+        if name not in timm.list_models():
+            raise NnqError(f"timm has no model {name}; e.g. vit_small_patch16_224, deit_base_patch16_224")
         torch.manual_seed(cfg.seed)
+        if state["hub"]:
+            try:
+                m = timm.create_model(name, pretrained=True)
+            except Exception as exc:  # noqa: BLE001 - no hub
+                if cfg.max_steps is None:
+                    raise NnqError(f"cannot load timm {name}'s weights ({type(exc).__name__}); without the hub, "
+                                   "dry-run with --pretrained none --max-steps 1") from None
+                print(f"no hub weights for {name} ({type(exc).__name__}): the dry run uses a random init")
+                state["hub"] = False
+        if not state["hub"]:
+            torch.manual_seed(cfg.seed)
+            m = timm.create_model(name, pretrained=False, num_classes=data.num_classes)
         pm.attach_timm_matmuls_(m)
         return m.eval()
 
-    what = "hub weights" if cfg.pretrained == "hub" else "random init of the real configuration (dry run)"
-    return _classifier_target(cfg, build(), build, data, f"timm {name}, {what}")
+    model = build()
+    what = "hub weights" if state["hub"] else "random init of the real configuration (dry run)"
+    return _classifier_target(cfg, model, build, data, f"timm {name}, {what}")
 
 
 def hf_target(cfg: Config) -> Target:
@@ -384,6 +397,9 @@ def main(cfg: Config) -> dict:
     """Capture, search, save, apply and evaluate base PTQ and PTQ4ViT on ``cfg``'s model; return the summary."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    if cfg.max_steps is not None:  # dry run: N test batches, <= N batches of calibration, a grid of N + 1, one round
+        cfg = replace(cfg, n_grid=min(cfg.n_grid, cfg.max_steps + 1), rounds=1, ablations=False, calib_sweep=(),
+                      calib_samples=min(cfg.calib_samples, cfg.max_steps * cfg.batch_size))
     run = Run.start(PAPER, cfg, run_key(cfg))
     with run.guard():
         seed_everything(cfg.seed)
