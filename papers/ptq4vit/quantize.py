@@ -18,6 +18,7 @@ the float encoder's on 48 shipped sentences); small ViTs and timm/HF models: ``t
 from __future__ import annotations
 
 import copy
+import os
 import re
 import time
 from dataclasses import dataclass, replace
@@ -245,6 +246,12 @@ def timm_target(cfg: Config) -> Target:
         if name not in timm.list_models():
             raise NnqError(f"timm has no model {name}; e.g. vit_small_patch16_224, deit_base_patch16_224")
         torch.manual_seed(cfg.seed)
+        if state["hub"] and (os.environ.get("NNQ_OFFLINE") == "1" or os.environ.get("HF_HUB_OFFLINE") == "1"):
+            if cfg.max_steps is None:
+                raise NnqError(f"offline ($NNQ_OFFLINE=1): timm cannot download {name}'s weights; run with the hub, "
+                               "or dry-run with --pretrained none --max-steps 1")
+            print(f"offline: the dry run of {name} uses a random init of its real configuration")
+            state["hub"] = False
         if state["hub"]:
             try:
                 m = timm.create_model(name, pretrained=True)
