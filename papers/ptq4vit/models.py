@@ -266,7 +266,9 @@ def attach_hf_matmuls_(model: nn.Module) -> int:
     AttentionInterface.register(HF_ATTENTION, _hf_attention)
     n = 0
     for m in model.modules():
-        if hasattr(m, "query") and hasattr(m, "key") and hasattr(m, "value") and hasattr(m, "config"):
+        qkv = all(hasattr(m, a) for a in ("query", "key", "value")) or all(hasattr(m, a) for a in
+                                                                           ("q_proj", "k_proj", "v_proj"))
+        if qkv and hasattr(m, "config"):
             m.matmul_qk, m.matmul_av = MatMul(), MatMul()
             n += 1
     try:

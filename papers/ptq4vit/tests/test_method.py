@@ -219,3 +219,26 @@ def test_bad_input_is_one_clear_error(tmp_path):
     (tmp_path / "x.safetensors").write_bytes(b"not a file")
     with pytest.raises(NnqError, match="scales artifact"):
         P.load_scales(tmp_path / "x.safetensors")
+
+
+def test_hugging_face_vit_attention_through_matmul_modules_equals_transformers():
+    from transformers import ViTConfig, ViTForImageClassification
+
+    torch.manual_seed(0)
+    conf = ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, image_size=16,
+                     patch_size=8, num_labels=5)
+    m = ViTForImageClassification(conf).eval()
+    x = torch.randn(3, 3, 16, 16)
+    with torch.no_grad():
+        ref = m(pixel_values=x).logits
+        assert pm.attach_hf_matmuls_(m) == 2
+        assert torch.allclose(m(pixel_values=x).logits, ref, atol=1e-5)
+    plan = pm.build_plan(m)
+    assert len(plan.matmuls) == 4 and plan.linears["vit.layers.0.mlp.fc2"][0] == "gelu"
+    assert plan.linears["vit.layers.0.attention.o_proj"][0] == "plain" and len(plan.convs) == 1
+    cap = P.capture(m, plan, lambda mdl: nn.functional.cross_entropy(mdl(pixel_values=x).logits, ref.argmax(1)), True)
+    assert all(g is not None for gs in cap.grads.values() for g in gs) and cap.grads
+    q = P.apply_scales_(copy.deepcopy(m), P.search_model(m, plan, cap, 8, 8, P.SearchSettings(n=5, rounds=1)), 8, 8)
+    with torch.no_grad():
+        out = q(pixel_values=x).logits
+    assert not torch.equal(out, ref) and (out - ref).abs().max() < 0.1 * ref.abs().max() + 0.05
