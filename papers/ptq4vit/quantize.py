@@ -8,7 +8,7 @@ layer by layer on the float inputs. The PTQ4ViT search at ``--w-bits/--a-bits`` 
 (``ptq4vit_scales_w<W>a<A>.safetensors``), loaded back and applied; that model is the headline row, written as its
 packed integer artifact (``ptq4vit_packed_w<W>a<A>.safetensors``) and reloaded to check it computes the same.
 ``--ablations`` adds the paper's ablation grid, ``--calib-sweep`` the calibration-set sizes. ``--max-steps N`` is a
-dry run: N test batches, at most N batches of calibration images, a grid of N + 1 candidates, one round, no
+dry run: N test batches, N calibration images, a grid of N + 1 candidates, one round, only W = A = --w-bits, no
 ablation or sweep, and (timm models) a random init when the hub's weights cannot be loaded.
 
 MiniLM (quick): metric ``test_embedding_cosine`` (mean cosine of the quantized encoder's sentence embeddings to
@@ -404,9 +404,10 @@ def main(cfg: Config) -> dict:
     """Capture, search, save, apply and evaluate base PTQ and PTQ4ViT on ``cfg``'s model; return the summary."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    if cfg.max_steps is not None:  # dry run: N test batches, <= N batches of calibration, a grid of N + 1, one round
+    if cfg.max_steps is not None:  # dry run: N test batches, N calibration images, a grid of N + 1, one round
         cfg = replace(cfg, n_grid=min(cfg.n_grid, cfg.max_steps + 1), rounds=1, ablations=False, calib_sweep=(),
-                      calib_samples=min(cfg.calib_samples, cfg.max_steps * cfg.batch_size))
+                      calib_samples=min(cfg.calib_samples, cfg.max_steps), compare_bits=(cfg.w_bits,),
+                      a_bits=cfg.w_bits)
     run = Run.start(PAPER, cfg, run_key(cfg))
     with run.guard():
         seed_everything(cfg.seed)
