@@ -137,25 +137,32 @@ def quantization_error(x: torch.Tensor, basis: torch.Tensor, codes: torch.Tensor
 
 @torch.no_grad()
 def qem(x: torch.Tensor, basis: torch.Tensor, codes: torch.Tensor, iters: int, *, eps: float = EPS,
-        uniform: bool = False, momentum: float = 0.0) -> tuple[torch.Tensor, list[float]]:
+        uniform: bool = False, momentum: float = 0.0, track: bool = True) -> tuple[torch.Tensor, list[float]]:
     """Quantization Error Minimisation, Alg. 1, on a fixed tensor.
 
     Args:
         x: [C, N]; basis: initial v, [C, K]; codes: [2^K, K].
         iters: T, the alternations of B-step and v-step.
         momentum: 0 (the plain algorithm) or the moving average of training (v <- m v + (1 - m) v_new).
+        track: also return the error after every iteration (one more B-step each).
 
     Returns:
-        the final basis and the total quantization error before each iteration and after the last.
+        the final basis and (with ``track``) the total quantization error before each iteration and after the last.
     """
-    errors = [float(quantization_error(x, basis, codes).sum())]
+    errors = [float(quantization_error(x, basis, codes).sum())] if track else []
     for _ in range(iters):
         _, code = encode(x, basis, codes)  # Alg. 1 l.3: B-step
         counts, sums = code_statistics(x, code, codes.shape[0])
         new = solve_basis(counts, sums, codes, basis, eps, uniform)  # Alg. 1 l.4: v-step
         basis = momentum * basis + (1 - momentum) * new
-        errors.append(float(quantization_error(x, basis, codes).sum()))
+        if track:
+            errors.append(float(quantization_error(x, basis, codes).sum()))
     return basis, errors
+
+
+def subsample(x: torch.Tensor, max_values: int = 1 << 16) -> torch.Tensor:
+    """At most ``max_values`` values per channel, evenly strided: [C, N] -> [C, <= max_values]."""
+    return x[:, :: -(-x.shape[1] // max_values)] if x.shape[1] > max_values else x
 
 
 def init_basis(x: torch.Tensor, k: int, signed: bool) -> torch.Tensor:
@@ -210,9 +217,9 @@ class LqQuantizer(nn.Module):
     @torch.no_grad()
     def initialize(self, x: torch.Tensor) -> None:
         """Sets the basis from data ``x``: :func:`init_basis`, then ``init_iters`` QEM iterations."""
-        flat = self._flat(x.detach())
+        flat = subsample(self._flat(x.detach()))  # a large activation batch: every k-th value is enough here
         basis = init_basis(flat, self.bits, self.signed)
-        basis, _ = qem(flat, basis, self.codes, self.init_iters, eps=self.eps, uniform=self.uniform)
+        basis, _ = qem(flat, basis, self.codes, self.init_iters, eps=self.eps, uniform=self.uniform, track=False)
         self.basis.copy_(basis)
         self.initialized.fill_(True)
 

@@ -35,7 +35,7 @@ from papers.lqnets.artifact import load_planes, save_planes, stored_fields
 from papers.lqnets.bitwise import bitwise_forward, bitwise_layers
 from papers.lqnets.config import PRESETS, STUDY_LR_GRID, Config
 from papers.lqnets.lqnets import (init_basis, level_codes, lq_layers, lq_quantizers, qem, quantization_error,
-                                  quantize_model_, sorted_levels, update_bases_)
+                                  quantize_model_, sorted_levels, subsample, update_bases_)
 from papers.lqnets.models import KEEP_FLOAT, build_float
 
 PAPER = "lqnets"
@@ -107,8 +107,10 @@ def level_report(model: nn.Module, data, bins: int = 60) -> list[dict]:
                 continue
             basis = q.basis[:1]
             codes = level_codes(q.bits, q.signed)
-            uni, _ = qem(values, init_basis(values, q.bits, q.signed), codes, 20, uniform=True)
-            learned, _ = qem(values, init_basis(values, q.bits, q.signed), codes, 20)
+            fit_on = subsample(values)
+            start = init_basis(fit_on, q.bits, q.signed)
+            uni, _ = qem(fit_on, start, codes, 20, uniform=True, track=False)
+            learned, _ = qem(fit_on, start, codes, 20, track=False)
             hist, edges = torch.histogram(values.flatten().float(), bins=bins)
             norm = float(values.double().pow(2).sum().clamp_min(1e-30))
             rows.append({"layer": name, "kind": kind, "bits": q.bits, "uniform_run": q.uniform,
@@ -129,7 +131,7 @@ def _test_predictions(model: nn.Module, data, batch_size: int = 256) -> torch.Te
 
 
 @torch.no_grad()
-def _bitwise_check(model: nn.Module, data, n: int = 16) -> dict:
+def _bitwise_check(model: nn.Module, data, n: int = 8) -> dict:
     """A test batch of ``n`` images: one inner layer and the whole network from bit-planes and popcounts vs the
     simulated model (max |difference| relative to the largest output, and whether the predictions agree)."""
     inner = [(name, m) for name, m in lq_layers(model).items() if m.act_bits is not None]

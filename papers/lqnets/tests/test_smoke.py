@@ -1,5 +1,6 @@
 """The quick path on a tiny budget (it learns, QEM moves the bases, the run folder is complete and valid), the
-study and paper presets' dry runs, and the results script."""
+study preset's dry run, and the results script. (The paper preset's dry run on an image folder is the repository's
+tests/test_paper_presets.py, which runs every such preset.)"""
 
 import dataclasses
 import json
@@ -7,7 +8,7 @@ import json
 import pytest
 
 from common.summary import validate
-from papers.lqnets.config import PRESETS, STUDY_LR_GRID
+from papers.lqnets.config import PRESETS
 from papers.lqnets.train import main
 
 
@@ -70,24 +71,32 @@ def test_study_path_dry_run_writes_a_valid_study_row(tmp_path):
     try:
         find_weights(setting.weights)
         cfg = dataclasses.replace(PRESETS["cifar10_resnet20"], max_steps=2, limit_train=256, limit_test=64,
-                                  out_dir=str(tmp_path), threads=1)
+                                  out_dir=str(tmp_path), threads=1, lr_grid=(0.01,))
         summary = main(cfg)
     except NnqError as exc:  # the shared CIFAR-10 copy or ResNet-20 weights are not on this machine
         pytest.skip(str(exc))
-    assert summary.dry_run and summary.setting == "cifar10_resnet20" and summary.extra["lr"] in STUDY_LR_GRID
+    assert summary.dry_run and summary.setting == "cifar10_resnet20" and summary.extra["lr"] == 0.01
+    assert set(summary.extra["lr_pilots_val_top1"]) == {"0.01"}  # the pilot on the validation split ran
     assert summary.extra["artifact_reproduces_predictions"] is True
     assert summary.extra["bitwise_net_same_predictions"] is True
     assert (summary.w_bits, summary.a_bits) == (2, 2)
 
 
-def test_paper_preset_dry_runs_on_an_image_folder(tmp_path):
-    from common.data import make_image_folder
+def test_results_rebuild_tables_figures_and_deck_from_the_approved_runs(tmp_path):
+    from pptx import Presentation
 
-    folder = make_image_folder(tmp_path / "imagenet", classes=3, per_class=4, test_per_class=2,
-                               sizes=((64, 48), (40, 64)))
-    cfg = dataclasses.replace(PRESETS["paper"], dataset=f"imagefolder:{folder}", max_steps=2, batch_size=4,
-                              limit_test=6, out_dir=str(tmp_path / "runs"), threads=1, epochs=2,
-                              lr_milestones=(1,))
-    summary = main(cfg)
-    assert summary.dry_run and summary.status == "finished" and summary.extra["arch"] == "resnet18"
-    assert summary.extra["artifact_reproduces_predictions"] is True
+    from common.results import load_approved
+    from papers.lqnets.results import README, build
+
+    readme_before = README.read_text()
+    written = build(tmp_path)
+    runs = load_approved("lqnets")
+    assert runs, "papers/lqnets/results/runs/ holds at least one approved run"
+    table = (tmp_path / "accuracy.md").read_text()
+    for run in runs:
+        assert f"{run.summary.value:.2f}" in table
+    assert "Uniform top-1" in table  # the learned-vs-uniform comparison over seeds
+    assert (tmp_path / "accuracy_vs_bits.png").stat().st_size > 10_000
+    assert any(p.name.startswith("levels_w_") for p in tmp_path.glob("*.png"))
+    assert len(Presentation(str(written["deck"])).slides) >= 8
+    assert README.read_text() == readme_before  # --out-dir leaves the package's README alone
