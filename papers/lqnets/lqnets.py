@@ -160,7 +160,7 @@ def qem(x: torch.Tensor, basis: torch.Tensor, codes: torch.Tensor, iters: int, *
     return basis, errors
 
 
-def subsample(x: torch.Tensor, max_values: int = 1 << 16) -> torch.Tensor:
+def subsample(x: torch.Tensor, max_values: int = 1 << 18) -> torch.Tensor:
     """At most ``max_values`` values per channel, evenly strided: [C, N] -> [C, <= max_values]."""
     return x[:, :: -(-x.shape[1] // max_values)] if x.shape[1] > max_values else x
 
