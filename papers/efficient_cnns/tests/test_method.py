@@ -209,4 +209,4 @@ def test_cifar_variants_train_every_parameter_and_keep_the_output_shape(arch):
 def test_cifar_variants_keep_more_resolution_than_the_imagenet_stems(arch):
     shape = (3, 32, 32)
     imagenet, cifar = build(arch, 1.0, num_classes=10), build(arch, 1.0, num_classes=10, cifar=True)
-    assert cost(cifar, shape)["macs"] > 4 * cost(imagenet, shape)["macs"]  # a stride-2 stage fewer at least
+    assert cost(cifar, shape)["macs"] > 3.5 * cost(imagenet, shape)["macs"]  # one stride-2 layer fewer at least: ~4x
