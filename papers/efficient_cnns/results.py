@@ -16,7 +16,8 @@ from common.report import PALETTE, markdown_table, save_figure, slide_figure, up
 from common.results import results_cli, results_target
 from common.results import run_missing as common_run_missing
 from papers.efficient_cnns.config import PRESETS
-from papers.efficient_cnns.models import build, cost
+from papers.efficient_cnns.models import build as build_model
+from papers.efficient_cnns.models import cost
 from papers.efficient_cnns.paper_numbers import PAPER as PAPER_ROWS
 from papers.efficient_cnns.paper_numbers import SOURCES
 from papers.efficient_cnns.train import main, method_name
@@ -99,8 +100,28 @@ def _fmt(v: float | None, digits: int = 1) -> str:
     return "—" if v is None else f"{v:.{digits}f}"
 
 
+def _paper(v: float | None) -> str:
+    """A paper's figure as printed (4.2, 1.32, 569)."""
+    return "—" if v is None else f"{v:g}"
+
+
+NOTES = {  # why a row differs from the paper beyond rounding (see the README's counting conventions)
+    ("mobilenet_v2", "1.4"): "paper 6.9 M: not reproduced",
+    ("shufflenet_v1", "1.0x g1"): "Table 1 excludes the FC",
+    ("shufflenet_v1", "1.0x g2"): "Table 1 excludes the FC",
+    ("shufflenet_v1", "1.0x g3"): "Table 1 excludes the FC",
+    ("shufflenet_v1", "1.0x g4"): "Table 1 excludes the FC",
+    ("shufflenet_v1", "1.0x g8"): "Table 1 excludes the FC",
+    ("shufflenet_v2", "0.5x"): "MACs 0.5-1.3 % low",
+    ("shufflenet_v2", "1.0x"): "MACs 0.5-1.3 % low",
+    ("shufflenet_v2", "1.5x"): "MACs 0.5-1.3 % low",
+    ("shufflenet_v2", "2.0x"): "MACs 0.5-1.3 % low",
+    ("squeezenet", "1.0"): "paper's 1700: FLOPs",
+}
+
+
 def _row_cost(arch, width, variant, res) -> dict:
-    return cost(build(arch, width, variant=variant), (3, res, res))
+    return cost(build_model(arch, width, variant=variant), (3, res, res))
 
 
 def params_macs_rows() -> list[list[str]]:
@@ -112,13 +133,15 @@ def params_macs_rows() -> list[list[str]]:
         p, m = paper.get("params"), paper.get("macs")
         ref = "; ".join(sorted({v[1] for v in paper.values()}))
         rows.append([method_name(arch, width, variant), str(res), f"{c['params'] / 1e6:.3f}",
-                     f"{c['params_no_bn'] / 1e6:.3f}", _fmt(p[0] if p else None, 2 if p and p[0] == 1.32 else 1),
-                     f"{c['macs'] / 1e6:.1f}", _fmt(m[0] if m else None, 0),
-                     f"{SOURCES[arch].split(',')[0]}, {ref}" if ref else "— (not yet checked)"])
+                     f"{c['params_no_bn'] / 1e6:.3f}", _paper(p[0] if p else None),
+                     f"{c['macs'] / 1e6:.1f}", _paper(m[0] if m else None),
+                     f"{SOURCES[arch].split(',')[0]}, {ref}" if ref else "— (not yet checked)",
+                     NOTES.get(key[:2], "") if key else ""])
     return rows
 
 
-PM_HEADER = ["Network", "Input", "Params (M)", "w/o BN (M)", "Paper (M)", "MACs (M)", "Paper (M)", "Paper ref."]
+PM_HEADER = ["Network", "Input", "Params (M)", "w/o BN (M)", "Paper (M)", "MACs (M)", "Paper (M)", "Paper ref.",
+             "Note"]
 
 
 def _headline_rows() -> list[list[str]]:
@@ -128,8 +151,9 @@ def _headline_rows() -> list[list[str]]:
         paper = PAPER_ROWS.get(key, {}) if key else {}
         c = _row_cost(arch, width, variant, res)
         p, m, t = paper.get("params"), paper.get("macs"), paper.get("top1")
-        rows.append([method_name(arch, width, variant), f"{c['params'] / 1e6:.2f}", _fmt(p[0] if p else None),
-                     f"{c['macs'] / 1e6:.0f}", _fmt(m[0] if m else None, 0), _fmt(t[0] if t else None)])
+        rows.append([method_name(arch, width, variant) + ("" if res == 224 else f" ({res})"),
+                     f"{c['params'] / 1e6:.2f}", _paper(p[0] if p else None), f"{c['macs'] / 1e6:.1f}",
+                     _paper(m[0] if m else None), _fmt(t[0] if t else None)])
     return rows
 
 
@@ -145,7 +169,7 @@ def _width_figure(out: Path) -> Path:
         ax.set(xlabel="width multiplier (α, s or w)", ylabel=what, yscale="log")
     axes[0].legend(fontsize=12)
     axes[0].set_title("MACs grow ~ width² …", fontsize=16)
-    axes[1].set_title("… parameters too (FC and fixed layers flatten it)", fontsize=16)
+    axes[1].set_title("… and so do parameters, less steeply", fontsize=16)
     png, _ = save_figure(fig, out, "width_curves", footer="counted from our networks (torch FLOP counter) · no runs")
     return png
 
@@ -225,7 +249,7 @@ def build(out_dir: Path | None = None) -> dict[str, Path]:
         headline=Table("Paper vs ours: parameters and multiply-adds (ImageNet configurations)",
                        ["Network", "Params ours (M)", "Paper (M)", "MACs ours (M)", "Paper (M)", "Paper top-1 (%)"],
                        _headline_rows(), paper_src,
-                       legend="Ours: counted from our networks (MACs: torch FLOP counter); top-1: the papers' ImageNet"),
+                       legend="Ours: torch FLOP counter; SqueezeNet's 1700 (MobileNets Table 9) is FLOPs, 2 per MAC"),
         figures=figures, deviations=Bullets("Deviations", DEVIATIONS, cite, numbered=True),
         known_gaps=Bullets("Known gaps", KNOWN_GAPS, cite),
         takeaways=Bullets("Takeaways", _takeaways(runs), combine(paper_src, runs_source(runs)) if runs else paper_src),

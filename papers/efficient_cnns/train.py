@@ -42,7 +42,7 @@ def method_name(arch: str, width: float, variant: str | None) -> str:
         return f"SqueezeNet {version}" + (f" + {bypass} bypass" if bypass else "")
     if arch == "squeezenext":
         return f"{width:.1f}-SqNxt-{variant}"
-    return f"{NAMES[arch]} {width:g}"
+    return f"{NAMES[arch]} {width:.1f}" if round(width * 10) == width * 10 else f"{NAMES[arch]} {width:g}"
 
 
 def run_key(cfg: Config) -> str:
