@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from common.deck import Bullets, Figure, Formula, Source, Table, build_paper_deck, combine, runs_source
+from common.deck import (Bullets, Figure, Formula, Source, Table, build_paper_deck, combine, file_source,
+                         runs_source)
 from common.report import PALETTE, markdown_table, save_figure, slide_figure, update_readme_block, write_csv
 from common.results import results_cli, results_target
 from common.results import run_missing as common_run_missing
@@ -195,6 +196,43 @@ def _accuracy_figure(out: Path) -> Path:
     return png
 
 
+LATENCY = Path(__file__).with_name("results") / "latency.json"
+
+
+def _latency_figure(out: Path, path: Path) -> Path:
+    """Measured CPU latency against the MACs we count, batch 1 and batch 32 (per image), 1 thread."""
+    import json
+
+    data = json.loads(path.read_text())
+    nets = data["networks"]
+    fig, axes = slide_figure(1, 2)
+    for ax, batch in zip(axes, (1, 32)):
+        setting = next((st for st in data["settings"] if st["threads"] == 1 and st["batch"] == batch), None)
+        if setting is None:
+            continue
+        for i, (name, ms) in enumerate(setting["median_ms"].items()):
+            ax.scatter(nets[name]["macs"] / 1e6, ms / batch, color=PALETTE[i % len(PALETTE)], marker="osD^v<>"[i % 7],
+                       s=120, label=name)
+        ax.set(xlabel="multiply-adds counted here (M)", ylabel="ms per image (median)",
+               title=f"batch {batch}, 1 thread")
+    axes[0].legend(fontsize=11)
+    m = data["machine"]
+    png, _ = save_figure(fig, out, "latency_vs_macs",
+                         footer=f"benchmark: latency.json · {m['cpu']} · torch {m['torch']} · commit {m['commit'][:7]}")
+    return png
+
+
+def _latency_rows(path: Path) -> tuple[list[str], list[list[str]]]:
+    import json
+
+    data = json.loads(path.read_text())
+    settings = data["settings"]
+    header = ["Network", "MACs (M)"] + [f"b={st['batch']}, {st['threads']} thr (ms)" for st in settings]
+    rows = [[name, f"{net['macs'] / 1e6:.0f}"] + [f"{st['median_ms'][name]:.1f}" for st in settings]
+            for name, net in data["networks"].items()]
+    return header, rows
+
+
 NAMES_SHORT = {"mobilenet_v1": "MobileNet (α, ρ)", "mobilenet_v2": "MobileNetV2", "shufflenet_v1": "ShuffleNet",
                "shufflenet_v2": "ShuffleNet V2", "squeezenet": "SqueezeNet"}
 
@@ -237,8 +275,19 @@ def build(out_dir: Path | None = None) -> dict[str, Path]:
     counted = Source("counted from our networks: parameters, MACs by torch's FLOP counter", (f"{CODE}/models.py",))
     figures = [Figure("Width multipliers: cost of each family", written["width_curves"], counted),
                Figure("Accuracy vs multiply-adds (papers' ImageNet top-1)", written["accuracy_vs_macs"], paper_src)]
+    if LATENCY.is_file():
+        written["latency_vs_macs"] = _latency_figure(out, LATENCY)
+        lat_src = file_source(LATENCY, what="benchmark")
+        figures.append(Figure("MACs are not latency (CPU, this machine)", written["latency_vs_macs"], lat_src))
+        lat_header, lat_rows = _latency_rows(LATENCY)
+        lat_md = markdown_table(lat_header, lat_rows)
+        (out / "latency.md").write_text(lat_md + "\n")
+        written["latency"] = out / "latency.md"
     appendix = [Table("Parameters and multiply-adds, ours vs the papers", PM_HEADER, pm_rows, paper_src,
                       legend="Ours counted at the input size shown; 'w/o BN' leaves BatchNorm's γ, β out")]
+    if LATENCY.is_file():
+        appendix.append(Table("Latency: median of interleaved repeats, 224×224, float32, eval", lat_header, lat_rows,
+                              lat_src))
     if runs:
         appendix.append(Table("Approved runs (quick = CPU minutes on 8×8 digits, not ImageNet)", RUN_HEADER,
                               _runs_rows(runs), runs_source(runs)))
