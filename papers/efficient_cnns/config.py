@@ -46,6 +46,7 @@ class Config(BaseConfig):
             raise NnqError(f"--arch must be one of {', '.join(ARCHS)}, got {self.arch!r}")
         if not self.width > 0:
             raise NnqError(f"--width must be positive, got {self.width}")
+        self._validate_variant()
         if self.optimizer not in OPTIMIZERS:
             raise NnqError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
         if self.schedule not in SCHEDULES:
@@ -62,6 +63,17 @@ class Config(BaseConfig):
             raise NnqError(f"--normalize must be default, imagenet or none, got {self.normalize!r}")
         if self.latency_repeats < 0:
             raise NnqError(f"--latency-repeats must be 0 or more, got {self.latency_repeats}")
+
+    def _validate_variant(self) -> None:
+        v, a = self.variant, self.arch
+        allowed = {"shufflenet_v1": ("g1", "g2", "g3", "g4", "g8"),
+                   "squeezenet": ("1.0", "1.1", "1.0+simple", "1.0+complex", "1.1+simple", "1.1+complex"),
+                   "squeezenext": ("23", "23v5")}.get(a, ())
+        if v is not None and v not in allowed:
+            what = f"one of {', '.join(allowed)}" if allowed else "left out (this architecture has no variants)"
+            raise NnqError(f"--variant for {a} must be {what}, got {v!r}")
+        if a == "shufflenet_v2" and self.width not in (0.5, 1.0, 1.5, 2.0):
+            raise NnqError(f"--width of shufflenet_v2 must be 0.5, 1.0, 1.5 or 2.0 (Table 5), got {self.width}")
 
 
 def _cifar(arch: str, **kw) -> Config:

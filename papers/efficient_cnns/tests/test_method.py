@@ -210,3 +210,16 @@ def test_cifar_variants_keep_more_resolution_than_the_imagenet_stems(arch):
     shape = (3, 32, 32)
     imagenet, cifar = build(arch, 1.0, num_classes=10), build(arch, 1.0, num_classes=10, cifar=True)
     assert cost(cifar, shape)["macs"] > 3.5 * cost(imagenet, shape)["macs"]  # one stride-2 layer fewer at least: ~4x
+
+
+@pytest.mark.parametrize("kw,words", [({"arch": "shufflenet_v1", "variant": "g5"}, "g1, g2, g3, g4, g8"),
+                                      ({"arch": "mobilenet_v2", "variant": "g3"}, "no variants"),
+                                      ({"arch": "shufflenet_v2", "width": 0.75}, "Table 5"),
+                                      ({"arch": "resnet"}, "--arch must be one of")])
+def test_config_rejects_bad_choices_with_one_line_errors(kw, words):
+    from common.errors import NnqError
+    from papers.efficient_cnns.config import Config
+
+    with pytest.raises(NnqError, match=words) as exc:
+        Config(**kw).validate()
+    assert "\n" not in str(exc.value)
