@@ -37,6 +37,8 @@ class Config(BaseConfig):
     """Per-epoch factor of the exp schedule."""
     normalize: str = "default"
     """Input normalisation passed to common.data.load_dataset: default, imagenet or none."""
+    int8: bool = False
+    """Also quantize the trained network to int8 with PyTorch's x86 backend (FX, calibrated on 8 training batches) and report its test accuracy, size and latency."""
     latency_repeats: int = 20
     """Repeats of the batch-1 latency measurement in the summary (median; 0: not measured)."""
 
@@ -81,13 +83,13 @@ def _cifar(arch: str, **kw) -> Config:
     # optimizer, schedule and budget for every architecture: 15 epochs of SGD (Nesterov, momentum 0.9, LR 0.1,
     # weight decay 5e-4, batch 128, per-step cosine), crop + flip. Our recipe, not a paper's (they train on ImageNet).
     return Config(preset=f"cifar10_{arch}", dataset="cifar10_jpeg", arch=arch, stem="cifar", epochs=15, batch_size=128,
-                  lr=0.1, **kw)
+                  lr=0.1, int8=True, **kw)
 
 
 PRESETS: dict[str, Config] = {
     # CPU, embedded 8x8 digits: MobileNetV2 (alpha 0.5, CIFAR-size stem) from scratch, 20 epochs; one to two minutes on one core.
     "quick": Config(preset="quick", dataset="digits", arch="mobilenet_v2", width=0.5, stem="cifar", epochs=20,
-                    batch_size=64, lr=0.05, weight_decay=5e-4),
+                    batch_size=64, lr=0.05, weight_decay=5e-4, int8=True),
     **{f"cifar10_{a}": _cifar(a) for a in ARCHS},
     # MobileNetV2 on an ImageNet-style folder with the paper's recipe (Sec. 6.1): RMSProp (decay and momentum 0.9),
     # weight decay 4e-5, initial LR 0.045 decayed by 0.98 per epoch, batch 96; the paper gives no epoch count

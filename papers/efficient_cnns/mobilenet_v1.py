@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections import OrderedDict
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from common.errors import NnqError
@@ -79,7 +80,7 @@ class MobileNetV1(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # x: [B, 3, 224, 224] -> stem [B, 32a, 112, 112] -> blocks [B, 1024a, 7, 7] -> avg pool [B, 1024a] -> FC
         x = self.blocks(self.stem(x))
-        return self.fc(self.dropout(x.mean((2, 3))))
+        return self.fc(self.dropout(F.adaptive_avg_pool2d(x, 1).flatten(1)))
 
 
 def mobilenet_v1(alpha: float = 1.0, num_classes: int = 1000, **kw) -> MobileNetV1:

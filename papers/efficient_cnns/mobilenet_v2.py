@@ -17,6 +17,7 @@ Not implemented: SSDLite, DeepLabv3 heads (Sec. 6.2-6.3).
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from common.errors import NnqError
@@ -86,7 +87,7 @@ class MobileNetV2(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # x: [B, 3, 224, 224] -> stem [B, 32, 112, 112] -> blocks [B, 320, 7, 7] -> head [B, 1280, 7, 7] -> [B, classes]
         x = self.head(self.blocks(self.stem(x)))
-        return self.fc(self.dropout(x.mean((2, 3))))
+        return self.fc(self.dropout(F.adaptive_avg_pool2d(x, 1).flatten(1)))
 
 
 def mobilenet_v2(alpha: float = 1.0, num_classes: int = 1000, **kw) -> MobileNetV2:

@@ -49,6 +49,9 @@ def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
     return x.view(b, groups, c // groups, h, w).transpose(1, 2).reshape(b, c, h, w)
 
 
+torch.fx.wrap("channel_shuffle")  # one node in traced graphs (FX int8 quantization, ptq.py): its shape check stays
+
+
 def _round_to(v: int, g: int) -> int:
     return max(g, (v + g - 1) // g * g)
 
@@ -129,7 +132,7 @@ class ShuffleNetV1(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # x: [B, 3, 224, 224] -> Conv1 [B, 24, 112, 112] -> MaxPool [B, 24, 56, 56] -> Stages [B, C4, 7, 7] -> FC
         x = self.stages(self.maxpool(self.stem(x)))
-        return self.fc(x.mean((2, 3)))
+        return self.fc(F.adaptive_avg_pool2d(x, 1).flatten(1))
 
 
 def shufflenet_v1(groups: int = 3, scale: float = 1.0, num_classes: int = 1000, **kw) -> ShuffleNetV1:

@@ -20,11 +20,14 @@ from __future__ import annotations
 from collections import OrderedDict
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from common.errors import NnqError
 from papers.efficient_cnns.blocks import ConvBN, remap_state_dict
 from papers.efficient_cnns.shufflenet_v1 import channel_shuffle
+
+torch.fx.wrap("channel_shuffle")  # one node in traced graphs (FX int8 quantization, ptq.py)
 
 # Table 5: output channels of Conv1, Stage 2, 3, 4 and Conv5 for each complexity level; repeats 4, 8, 4.
 STAGE_CHANNELS = {0.5: (24, 48, 96, 192, 1024), 1.0: (24, 116, 232, 464, 1024), 1.5: (24, 176, 352, 704, 1024),
@@ -96,7 +99,7 @@ class ShuffleNetV2(nn.Module):
         # x: [B, 3, 224, 224] -> Conv1 [B, 24, 112, 112] -> MaxPool [B, 24, 56, 56] -> Stages [B, C4, 7, 7]
         #    -> Conv5 [B, C5, 7, 7] -> global pool [B, C5] -> FC
         x = self.head(self.stages(self.maxpool(self.stem(x))))
-        return self.fc(x.mean((2, 3)))
+        return self.fc(F.adaptive_avg_pool2d(x, 1).flatten(1))
 
 
 def shufflenet_v2(width: float = 1.0, num_classes: int = 1000, **kw) -> ShuffleNetV2:

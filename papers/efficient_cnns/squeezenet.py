@@ -113,7 +113,7 @@ class SqueezeNet(nn.Module):
                 out = out + self.bypasses[name](x)
             x = self._pool(out, name)
         x = F.relu(self.conv10(self.dropout(x)))
-        return x.mean((2, 3))
+        return F.adaptive_avg_pool2d(x, 1).flatten(1)
 
 
 def squeezenet(version: str = "1.0", num_classes: int = 1000, **kw) -> SqueezeNet:

@@ -106,7 +106,7 @@ class SqueezeNext(nn.Module):
         if not self.cifar:
             x = F.max_pool2d(x, 3, 2, ceil_mode=True)  # Caffe rounding
         x = self.final(self.stages(x))
-        return self.fc(x.mean((2, 3)))
+        return self.fc(F.adaptive_avg_pool2d(x, 1).flatten(1))
 
 
 def squeezenext(width: float = 1.0, depth: str = "23", num_classes: int = 1000, **kw) -> SqueezeNext:

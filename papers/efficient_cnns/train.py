@@ -120,6 +120,7 @@ def main(cfg: Config, callbacks: Iterable[Callback] = ()) -> dict:
         lat = None
         if cfg.latency_repeats:
             lat = round(latency_ms(model.cpu().eval(), torch.zeros(1, c, h, w), repeats=cfg.latency_repeats), 3)
+        int8 = _int8(cfg, model, data, (c, h, w)) if cfg.int8 else {}
         return run.finish({
             "method": method_name(cfg.arch, cfg.width, cfg.variant), "dataset": data.label, "metric": "test_top1",
             "value": round(test["top1"], 4), "params": count_params(model),
@@ -133,8 +134,24 @@ def main(cfg: Config, callbacks: Iterable[Callback] = ()) -> dict:
                       "steps": res["steps"], "epochs": cfg.epochs, "lr": cfg.lr,
                       "optimizer": f"{cfg.optimizer}, momentum {cfg.momentum}, weight decay {cfg.weight_decay:g}, "
                                    f"{cfg.schedule} schedule", "artifact": chk["artifact"].name,
-                      "artifact_reproduces_predictions": chk["same"]},
+                      "artifact_reproduces_predictions": chk["same"], **int8},
         })
+
+
+def _int8(cfg: Config, model: nn.Module, data, shape) -> dict:
+    """Int8 PTQ (ptq.py) of the trained model: test top-1, state-dict bytes and batch-1 latency beside the fp32 ones."""
+    from itertools import islice
+
+    from papers.efficient_cnns.ptq import quantize_int8, state_dict_bytes, top1
+
+    model = model.cpu().eval()
+    calib = [xb for xb, _ in islice(data.train_batches(epoch=0, seed=cfg.seed, batch_size=cfg.batch_size), 8)]
+    q = quantize_int8(model, calib, calib[0])
+    out = {"int8_top1": round(top1(q, data), 4), "int8_state_dict_bytes": state_dict_bytes(q),
+           "fp32_state_dict_bytes": state_dict_bytes(model), "int8_backend": "x86 (torch.ao FX, per-channel weights)"}
+    if cfg.latency_repeats:
+        out["int8_latency_ms_batch1"] = round(latency_ms(q, torch.zeros(1, *shape), repeats=cfg.latency_repeats), 3)
+    return out
 
 
 if __name__ == "__main__":

@@ -37,6 +37,12 @@ def test_quick_path_learns_and_writes_a_valid_run_folder(quick_run):
     assert summary["model_bits"] >= 32 * summary["params"]  # fp32 weights plus BN running statistics
 
 
+def test_int8_post_training_quantization_keeps_the_accuracy_and_shrinks_the_weights(quick_run):
+    extra = quick_run[0]["extra"]
+    assert extra["int8_top1"] > quick_run[0]["value"] - 10  # x86 int8 (torch.ao FX), calibrated on training batches
+    assert extra["int8_state_dict_bytes"] < extra["fp32_state_dict_bytes"] / 2.5
+
+
 @pytest.mark.parametrize("arch", ARCHS)
 def test_cifar10_preset_dry_runs(arch, tmp_path):
     cfg = dataclasses.replace(PRESETS[f"cifar10_{arch}"], max_steps=2, batch_size=16, limit_train=128, limit_test=32,
