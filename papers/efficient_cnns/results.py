@@ -247,12 +247,17 @@ def _runs_rows(runs) -> list[list[str]]:
     rows = []
     for run in runs:
         s, e = run.summary, run.summary.extra
+        int8 = e.get("int8_top1")
+        ratio = (e["fp32_state_dict_bytes"] / e["int8_state_dict_bytes"]) if int8 is not None else None
         rows.append([_run_label(run), f"{s.value:.2f}", f"{s.params / 1e6:.3f}", f"{e['macs'] / 1e6:.2f}",
-                     _fmt(e.get("latency_ms_batch1"), 2), f"{e.get('latency_threads', '—')}"])
+                     _fmt(e.get("latency_ms_batch1"), 2), _fmt(int8, 2),
+                     "—" if ratio is None else f"{ratio:.1f}×", _fmt(e.get("int8_latency_ms_batch1"), 2),
+                     f"{e.get('latency_threads', '—')}"])
     return rows
 
 
-RUN_HEADER = ["Run", "Test top-1 (%)", "Params (M)", "MACs (M)", "Latency b=1 (ms)", "Threads"]
+RUN_HEADER = ["Run", "Test top-1 (%)", "Params (M)", "MACs (M)", "Latency b=1 (ms)", "Int8 top-1 (%)",
+              "fp32/int8 bytes", "Int8 latency (ms)", "Threads"]
 
 
 def build(out_dir: Path | None = None) -> dict[str, Path]:
@@ -319,8 +324,10 @@ def _takeaways(runs) -> list[str]:
     ]
     for run in runs:
         s = run.summary
+        int8 = s.extra.get("int8_top1")
         out.append(f"{_run_label(run)}: {s.value:.2f}% with {s.params / 1e6:.2f} M parameters and "
-                   f"{s.extra['macs'] / 1e6:.2f} M MACs per image.")
+                   f"{s.extra['macs'] / 1e6:.2f} M MACs per image"
+                   + (f"; int8 (x86 PTQ) {int8:.2f}%." if int8 is not None else "."))
     return out
 
 
