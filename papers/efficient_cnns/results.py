@@ -145,6 +145,9 @@ PM_HEADER = ["Network", "Input", "Params (M)", "w/o BN (M)", "Paper (M)", "MACs 
              "Note"]
 
 
+HEADLINE_HEADER = ["Network", "Params ours (M)", "Paper (M)", "MACs ours (M)", "Paper (M)", "Paper top-1 (%)"]
+
+
 def _headline_rows() -> list[list[str]]:
     rows = []
     for arch, width, variant, res in HEADLINE:
@@ -300,8 +303,7 @@ def build(out_dir: Path | None = None) -> dict[str, Path]:
     written["deck"] = build_paper_deck(
         out / "efficient_cnns_deck.pptx", title=TITLE, subtitle=CITATION, idea=Bullets("The ideas", IDEA, cite),
         idea_figure=None, formulas=FORMULAS,
-        headline=Table("Paper vs ours: parameters and multiply-adds (ImageNet configurations)",
-                       ["Network", "Params ours (M)", "Paper (M)", "MACs ours (M)", "Paper (M)", "Paper top-1 (%)"],
+        headline=Table("Paper vs ours: parameters and multiply-adds (ImageNet configurations)", HEADLINE_HEADER,
                        _headline_rows(), paper_src,
                        legend="Ours: torch FLOP counter; SqueezeNet's 1700 (MobileNets Table 9) is FLOPs, 2 per MAC"),
         figures=figures, deviations=Bullets("Deviations", DEVIATIONS, cite, numbered=True),
@@ -309,6 +311,7 @@ def build(out_dir: Path | None = None) -> dict[str, Path]:
         takeaways=Bullets("Takeaways", _takeaways(runs), combine(paper_src, runs_source(runs)) if runs else paper_src),
         appendix=appendix)
     if default_out:
+        update_readme_block(README, "headline", markdown_table(HEADLINE_HEADER, _headline_rows()))
         update_readme_block(README, "results", md + "\n\n" + run_md)
     return written
 
