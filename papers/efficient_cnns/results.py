@@ -9,6 +9,7 @@ the grid that have no approved run; ``--out-dir DIR`` writes elsewhere than ``pa
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 from common.deck import (Bullets, Figure, Formula, Source, Table, build_paper_deck, combine, file_source,
@@ -121,6 +122,7 @@ NOTES = {  # why a row differs from the paper beyond rounding (see the README's 
 }
 
 
+@functools.lru_cache(maxsize=None)
 def _row_cost(arch, width, variant, res) -> dict:
     return cost(build_model(arch, width, variant=variant), (3, res, res))
 
