@@ -314,7 +314,9 @@ def build(out_dir: Path | None = None) -> dict[str, Path]:
         appendix=appendix)
     if default_out:
         update_readme_block(README, "headline", markdown_table(HEADLINE_HEADER, _headline_rows()))
-        update_readme_block(README, "results", md + "\n\n" + run_md)
+        lat_block = ("\n\nCPU latency (ms, median of interleaved repeats, 224×224, float32; results/latency.json):\n\n"
+                     + (out / "latency.md").read_text().strip()) if LATENCY.is_file() else ""
+        update_readme_block(README, "results", md + "\n\n" + run_md + lat_block)
     return written
 
 
@@ -327,6 +329,17 @@ def _takeaways(runs) -> list[str]:
         "Depthwise and group convs cut MACs 8–9×, but MACs are not latency (ShuffleNet V2's point): see the "
         "measured latency column.",
     ]
+    if LATENCY.is_file():
+        import json
+
+        data = json.loads(LATENCY.read_text())
+        b1 = next((st["median_ms"] for st in data["settings"] if st["batch"] == 1 and st["threads"] == 1), None)
+        if b1 and {"MobileNet 1.0", "MobileNetV2 1.0"} <= set(b1):
+            macs = {k: v["macs"] / 1e6 for k, v in data["networks"].items()}
+            fastest = min(b1, key=b1.get)
+            out.append(f"On this CPU (1 thread, batch 1) MobileNetV2 ({macs['MobileNetV2 1.0']:.0f} M MACs) takes "
+                       f"{b1['MobileNetV2 1.0']:.1f} ms, MobileNet ({macs['MobileNet 1.0']:.0f} M) "
+                       f"{b1['MobileNet 1.0']:.1f} ms; the fastest is {fastest} ({b1[fastest]:.1f} ms).")
     for run in runs:
         s = run.summary
         int8 = s.extra.get("int8_top1")
