@@ -288,6 +288,33 @@ def resnet56(num_classes: int = 10) -> ResNetCifar:
     return ResNetCifar(56, num_classes)
 
 
+
+class SmallConvNet(nn.Module):
+    """A 3-conv net for the quick presets' 8x8 digits (the float net LSQ and LQ-Nets quantize).
+
+    conv(c,32) BN ReLU | conv(32,64) BN ReLU MP2 | conv(64,64) BN ReLU MP2 | FC(64*(S/4)^2, classes)
+    """
+
+    def __init__(self, in_channels: int = 1, num_classes: int = 10, image_size: int = 8):
+        super().__init__()
+        if image_size % 4:
+            raise NnqError(f"smallconv needs an image size divisible by 4, got {image_size}")
+        self.conv1 = nn.Conv2d(in_channels, 32, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(32)
+        self.conv2 = nn.Conv2d(32, 64, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(64)
+        self.conv3 = nn.Conv2d(64, 64, 3, padding=1, bias=False)
+        self.bn3 = nn.BatchNorm2d(64)
+        self.fc = nn.Linear(64 * (image_size // 4) ** 2, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # x: [B, C, S, S] -> [B, 32, S, S] -> [B, 64, S/2, S/2] -> [B, 64, S/4, S/4] -> [B, classes]
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = F.max_pool2d(F.relu(self.bn2(self.conv2(out))), 2)
+        out = F.max_pool2d(F.relu(self.bn3(self.conv3(out))), 2)
+        return self.fc(out.flatten(1))
+
+
 # ------------------------------------------------------------------------------------------- loaders
 
 
@@ -320,6 +347,27 @@ def _load_strict(model: nn.Module, state: object, path: str | Path, what: str) -
         raise NnqError(f"{path} does not match {what}: {'; '.join(parts)}; pick the file made for this model")
     model.load_state_dict(state, strict=False)  # strict up to num_batches_tracked, checked above
     return model.eval()
+
+
+
+def load_state_file(model: nn.Module, path: str | Path, what: str) -> nn.Module:
+    """Loads a float model's weights (a ``.safetensors`` file, or a torch file read with ``weights_only=True``,
+    optionally ``{"state_dict": ...}``) into ``model``; any unreadable or mismatching file is one clear NnqError.
+
+    Returns the model in eval mode.
+    """
+    if Path(path).suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            state = load_file(str(path))
+        except Exception as e:  # noqa: BLE001 - truncated / foreign files
+            raise NnqError(f"cannot read weights file {path} ({type(e).__name__}); it is truncated or not safetensors")
+    else:
+        state = _torch_load(path)
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    return _load_strict(model, state, path, what)
 
 
 def load_resnet_cifar(depth: int, path: str | Path, num_classes: int = 10) -> ResNetCifar:

@@ -26,6 +26,7 @@ from common import study
 from common.cli import cli_main
 from common.data import find_weights, load_dataset
 from common.errors import NnqError
+from common.models import load_resnet_cifar, load_state_file
 from common.evaluate import count_params, evaluate_split, file_size, fp32_size_bytes, model_bits
 from common.runs import Run
 from common.settings import get_setting
@@ -159,22 +160,8 @@ def _row(cfg: Config, model: nn.Module, data, test: dict, chk: dict, res: dict, 
 def _load_float(cfg: Config, arch: str, input_shape, num_classes: int) -> nn.Module:
     path = find_weights(cfg.weights, data_dir=cfg.data_dir)
     if arch == "resnet20":
-        from common.models import load_resnet_cifar
-
         return load_resnet_cifar(20, path, num_classes).train()
-    model = build_float(arch, input_shape, num_classes)
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state = load_file(str(path))
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        model.load_state_dict(state.get("state_dict", state) if isinstance(state, dict) else state)
-    except Exception as exc:  # noqa: BLE001 - any unreadable or mismatching file is the same error for the user
-        raise NnqError(f"--weights {path}: not a {arch} state dict ({type(exc).__name__}); pass the float "
-                       "network's weights") from None
-    return model
+    return load_state_file(build_float(arch, input_shape, num_classes), path, f"the float {arch}").train()
 
 
 def _paper_main(cfg: Config, callbacks: Iterable[Callback]) -> dict:
