@@ -72,8 +72,9 @@ def weight_levels(w: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
 def codes_to_weights(codes: torch.Tensor, scale: torch.Tensor, k: int) -> torch.Tensor:
     """Inverse of :func:`weight_levels`: the k-bit weights w_q from their codes and scale."""
     if k == 1:
-        return (2.0 * codes.to(scale.dtype) - 1.0) * scale  # Sec. 2.3: sign(w) E(|w|)
-    return 2.0 * codes.to(scale.dtype) / (2 ** k - 1) - 1.0  # Sec. 2.3: 2 quantize_k(...) - 1
+        return torch.where(codes == 1, scale, -scale)  # Sec. 2.3: sign(w) E(|w|), as DorefaBinaryWeightSTE
+    # Sec. 2.3: 2 quantize_k(...) - 1, with the float operations of quantize_weight (c / n, then 2 x - 1)
+    return 2 * (codes.to(scale.dtype) / (2 ** k - 1)) - 1
 
 
 # ------------------------------------------------------------------------------------- straight-through parts
@@ -202,11 +203,14 @@ class _DorefaLayer:
     w_bits: int
     a_bits: int
     g_bits: int
+    weight_is_quantized: bool
+    """True once ``weight`` holds the k-bit weights themselves (a model reloaded from its packed artifact)."""
 
     def _setup(self, w_bits: int, a_bits: int, g_bits: int) -> None:
         for k, what in ((w_bits, "weight"), (a_bits, "activation"), (g_bits, "gradient")):
             _check_bits(k, what)
         self.w_bits, self.a_bits, self.g_bits = w_bits, a_bits, g_bits
+        self.weight_is_quantized = False
 
     @property
     def weight_bits(self) -> int | None:
@@ -214,7 +218,7 @@ class _DorefaLayer:
         return None if self.w_bits == FLOAT_BITS else self.w_bits
 
     def quantized_weight(self) -> torch.Tensor:
-        return quantize_weight(self.weight, self.w_bits)
+        return self.weight if self.weight_is_quantized else quantize_weight(self.weight, self.w_bits)
 
     def quantized_input(self, x: torch.Tensor) -> torch.Tensor:
         # A = 32: the layer's input as the network computes it (the study's W1A32 keeps ReLU activations)
