@@ -96,3 +96,24 @@ def test_study_path_dry_run_writes_a_valid_study_row(tmp_path):
     assert (summary.w_bits, summary.a_bits, summary.g_bits) == (1, 1, None)
     assert set(summary.extra["lr_pilots_val_top1"]) == {str(lr) for lr in cfg.lr_grid}
     assert summary.extra["artifact_reproduces_predictions"] is True
+
+
+def test_results_rebuild_tables_figures_and_deck_from_the_approved_runs(tmp_path):
+    from pptx import Presentation
+
+    from common.results import load_approved
+    from papers.dorefa.results import GRID_PRESET, README, build
+
+    readme_before = README.read_text()
+    written = build(tmp_path)
+    runs = load_approved("dorefa")
+    assert runs, "papers/dorefa/results/runs/ holds at least one approved run"
+    table = (tmp_path / "runs.md").read_text()
+    for run in runs:
+        assert f"{run.summary.value:.2f}" in table
+    if any(r.summary.preset == GRID_PRESET for r in runs):
+        assert (tmp_path / "grid_wa_heatmap.png").stat().st_size > 10_000
+    measured = (tmp_path / "gradient_quantizer.md").read_text()
+    assert "| 2 | 4 | 4 |" in measured  # 2-bit gradients: 4 levels per sample, the bound 2^k
+    assert len(Presentation(str(written["deck"])).slides) >= 8
+    assert README.read_text() == readme_before  # --out-dir leaves the package's README alone
