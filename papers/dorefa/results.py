@@ -29,7 +29,7 @@ GRID = ("quick", GRID_PRESET)  # presets --run trains on a CPU; the study and pa
 README = Path(__file__).with_name("README.md")
 TITLE = "DoReFa-Net"
 CITATION = "Zhou, Wu, Ni, Zhou, Wen, Zou — arXiv 1606.06160 (2016)"
-GRID_LABEL = "MNIST at 40×40, SVHN ConvNet ×0.25 width, 20k images, 3 epochs (CPU budget)"
+GRID_LABEL = "MNIST 40×40, SVHN net at ¼ width, 20k images, 3 epochs (CPU budget)"
 
 IDEA = [
     "Weights, activations and gradients all live on k-bit grids, so both the forward and the backward "
@@ -156,16 +156,22 @@ def _heatmap(grid_runs, out: Path):
                 mat[i, j] = sum(v) / len(v)
     finite = mat[np.isfinite(mat)]
     lo, hi = (finite.min(), finite.max()) if finite.size else (0, 100)
-    im = ax.imshow(mat, cmap="viridis", vmin=lo, vmax=hi if hi > lo else lo + 1, origin="lower", aspect="auto")
+    import matplotlib
+
+    cmap = matplotlib.colormaps["viridis"].copy()
+    cmap.set_bad("#DDDDDD")  # cells not run
+    im = ax.imshow(np.ma.masked_invalid(mat), cmap=cmap, vmin=lo, vmax=hi if hi > lo else lo + 1, origin="lower",
+                   aspect="auto")
+    ax.grid(False)
     for i, w in enumerate(GRID_W):
         for j, a in enumerate(GRID_A):
             v = _values(grid_runs, (w, a, 32))
             text = "not run" if not v else f"{sum(v) / len(v):.2f}" + (f"\n±{_sd(v):.2f} (n={len(v)})" if len(v) > 1 else "")
-            dark = not v or mat[i, j] < (lo + hi) / 2
+            dark = bool(v) and mat[i, j] < (lo + hi) / 2
             ax.text(j, i, text, ha="center", va="center", fontsize=15, color="white" if dark else "black")
     ax.set_xticks(range(len(GRID_A)), [f"A = {a}" for a in GRID_A])
     ax.set_yticks(range(len(GRID_W)), [f"W = {w}" for w in GRID_W])
-    ax.set(title="Test top-1 (%) over weight × activation bits, G = 32\n" + GRID_LABEL)
+    ax.set_title("Test top-1 (%) by weight × activation bits, G = 32\n" + GRID_LABEL, fontsize=17)
     fig.colorbar(im, ax=ax, label="test top-1 (%)")
     png, _ = save_figure(fig, out, "grid_wa_heatmap", footer=runs_source(grid_runs).footer)
     return png
@@ -189,8 +195,8 @@ def _gradient_figure(grid_runs, out: Path):
                     fontsize=14)
     allv = [x for g in picked for x in _values(grid_runs, (1, 2, g))]
     ax.set_xticks(range(len(picked)), [f"G = {g}" for g in picked])
-    ax.set(ylabel="test top-1 (%)", ylim=(max(0.0, min(allv) - 3), min(100.0, max(allv) + 1.5)),
-           title="W1A2: accuracy as the gradient bits fall (bars: mean; dots: seeds)\n" + GRID_LABEL)
+    ax.set(ylabel="test top-1 (%)", ylim=(max(0.0, min(allv) - 3), min(100.0, max(allv) + 1.5)))
+    ax.set_title("W1A2 as the gradient bits fall (bars: mean; dots: seeds)\n" + GRID_LABEL, fontsize=17)
     png, _ = save_figure(fig, out, "grid_gradient_bits", footer=runs_source(grid_runs).footer)
     return png
 
