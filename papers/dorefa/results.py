@@ -71,14 +71,15 @@ KNOWN_GAPS = [
 
 
 def measure_gradient_quantizer(bits=(2, 4, 6, 8), draws: int = 2000, seed: int = 0) -> list[dict]:
-    """Measured properties of f_g^k on a fixed random gradient [32, 256] of samples of different scales.
+    """Measured properties of f_g^k on a fixed random gradient [32, 128] of samples of different scales.
 
     For each k: the largest number of distinct values in one sample (at most 2^k), and the bias of the mean of
     ``draws`` quantized copies in units of its exact standard error (dithered rounding has variance
     step^2 f (1 - f), f the fractional part): unbiased means these z-scores have mean 0 and RMS 1.
     """
     g = torch.Generator().manual_seed(seed)
-    dr = torch.randn(32, 256, generator=g, dtype=torch.float64) * torch.logspace(-4, 2, 32, dtype=torch.float64)[:, None]
+    scales = torch.logspace(-4, 2, 32, dtype=torch.float64)[:, None]  # six decades between samples
+    dr = torch.randn(32, 128, generator=g, dtype=torch.float64) * scales
     rows = []
     for k in bits:
         torch.manual_seed(seed + k)
@@ -166,7 +167,8 @@ def _heatmap(grid_runs, out: Path):
     for i, w in enumerate(GRID_W):
         for j, a in enumerate(GRID_A):
             v = _values(grid_runs, (w, a, 32))
-            text = "not run" if not v else f"{sum(v) / len(v):.2f}" + (f"\n±{_sd(v):.2f} (n={len(v)})" if len(v) > 1 else "")
+            spread = f"\n±{_sd(v):.2f} (n={len(v)})" if len(v) > 1 else ""
+            text = f"{sum(v) / len(v):.2f}{spread}" if v else "not run"
             dark = bool(v) and mat[i, j] < (lo + hi) / 2
             ax.text(j, i, text, ha="center", va="center", fontsize=15, color="white" if dark else "black")
     ax.set_xticks(range(len(GRID_A)), [f"A = {a}" for a in GRID_A])
@@ -263,7 +265,7 @@ def build(out_dir: Path | None = None) -> dict[str, Path]:
         out / "dorefa_deck.pptx", title=TITLE, subtitle=CITATION, idea=Bullets("The idea", IDEA, cite),
         idea_figure=None, formulas=FORMULAS,
         headline=Table("Paper vs ours", head, head_rows, head_src,
-                       legend="— : the paper reports no such setting, or its table is not yet checked against the text"),
+                       legend="—: no such figure in the paper, or its table is not yet checked against the text"),
         figures=figures, deviations=Bullets("Deviations", DEVIATIONS, cite, numbered=True),
         known_gaps=Bullets("Known gaps", _known_gaps(runs), cite),
         takeaways=Bullets("Takeaways", _takeaways(grid_runs, meas), head_src),
@@ -271,8 +273,8 @@ def build(out_dir: Path | None = None) -> dict[str, Path]:
                         runs_source(grid_runs) if grid_runs else cite,
                         legend=GRID_LABEL + "; mean ± sd over seeds"),
                   Table("Gradient quantizer f_g^k, measured (2,000 draws)", meas_header, meas_rows,
-                        file_source(Path(__file__), what="papers/dorefa/results.py: measure_gradient_quantizer"),
-                        legend="z = bias of the mean over draws / its exact standard error: unbiased ⇒ mean 0, RMS 1"),
+                        file_source(out / "gradient_quantizer.md", what="results.py measure_gradient_quantizer"),
+                        legend="z = error of the mean over draws / its exact standard error; unbiased: mean 0, RMS 1"),
                   *([Table("Every approved run", run_header, run_rows, runs_source(runs))] if runs else [])])
     if default_out:
         update_readme_block(README, "results", md_grid + "\n\nEvery approved run:\n\n" + md_runs)
@@ -315,7 +317,7 @@ def _takeaways(grid_runs, meas) -> list[str]:
     line("Activation bits fall (W = 1, G = 32)", [(f"A{a}", (1, a, 32)) for a in sorted(GRID_A, reverse=True)])
     line("Gradient bits fall (W1A2)", [(f"G{g}", (1, 2, g)) for g in (32, *sorted(GRID_G, reverse=True))])
     if out:
-        out.insert(0, "CPU-budget grid (" + GRID_LABEL + "), means over seeds:")
+        out.insert(0, f"Our grid, means over seeds: {GRID_LABEL}.")
     worst = max(r["z_rms"] for r in meas)
     out.append(f"The gradient quantizer is unbiased as measured: bias z-scores have RMS ≤ {worst:.2f} (1 expected), "
                f"against {min(r['plain_rounding_z_rms'] for r in meas):.0f} or more for plain rounding; at most 2^k "
