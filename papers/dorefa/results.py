@@ -159,8 +159,7 @@ def _heatmap(grid_runs, out: Path):
     lo, hi = (finite.min(), finite.max()) if finite.size else (0, 100)
     import matplotlib
 
-    cmap = matplotlib.colormaps["viridis"].copy()
-    cmap.set_bad("#DDDDDD")  # cells not run
+    cmap = matplotlib.colormaps["viridis"].with_extremes(bad="#DDDDDD")  # grey: cells not run
     im = ax.imshow(np.ma.masked_invalid(mat), cmap=cmap, vmin=lo, vmax=hi if hi > lo else lo + 1, origin="lower",
                    aspect="auto")
     ax.grid(False)
@@ -279,6 +278,7 @@ def build(out_dir: Path | None = None) -> dict[str, Path]:
     if default_out:
         update_readme_block(README, "results", md_grid + "\n\nEvery approved run:\n\n" + md_runs)
         update_readme_block(README, "gradient", md_meas)
+        update_readme_block(README, "headline", markdown_table(head, head_rows))
     return written
 
 

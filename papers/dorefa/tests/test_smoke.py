@@ -14,7 +14,7 @@ from papers.dorefa.train import main
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("runs")
-    cfg = dataclasses.replace(PRESETS["quick"], epochs=4, baseline_epochs=2, out_dir=str(out), threads=1)
+    cfg = dataclasses.replace(PRESETS["quick"], epochs=3, baseline_epochs=1, out_dir=str(out), threads=1)
     summary = main(cfg).to_dict()
     return summary, out / "dorefa" / summary["run_dir"].split("/dorefa/")[1]
 
@@ -88,7 +88,7 @@ def test_study_path_dry_run_writes_a_valid_study_row(tmp_path):
     try:
         find_weights(setting.weights)
         cfg = dataclasses.replace(PRESETS["cifar10_resnet20"], w_bits=1, a_bits=1, max_steps=2, limit_train=256,
-                                  limit_test=128, out_dir=str(tmp_path), threads=1)
+                                  limit_test=64, lr_grid=(1e-4, 1e-3), out_dir=str(tmp_path), threads=1)
         summary = main(cfg)
     except NnqError as exc:  # the shared CIFAR-10 copy or ResNet-20 weights are not on this machine
         pytest.skip(str(exc))
