@@ -279,6 +279,7 @@ def build(out_dir: Path | None = None) -> dict[str, Path]:
         update_readme_block(README, "results", md_grid + "\n\nEvery approved run:\n\n" + md_runs)
         update_readme_block(README, "gradient", md_meas)
         update_readme_block(README, "headline", markdown_table(head, head_rows))
+        update_readme_block(README, "takeaways", "\n".join(f"- {t}" for t in _takeaways(grid_runs, meas)))
     return written
 
 
