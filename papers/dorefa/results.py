@@ -279,6 +279,10 @@ def build(out_dir: Path | None = None) -> dict[str, Path]:
         update_readme_block(README, "results", md_grid + "\n\nEvery approved run:\n\n" + md_runs)
         update_readme_block(README, "gradient", md_meas)
         update_readme_block(README, "headline", markdown_table(head, head_rows))
+        missing = _missing_cells(runs)
+        line = (f"- Grid cells not yet run (seeds of the cells that decide the ordering): {', '.join(missing)}."
+                if missing else "- Every cell and seed of the grid is run.")
+        update_readme_block(README, "missing", line)
         update_readme_block(README, "takeaways", "\n".join(f"- {t}" for t in _takeaways(grid_runs, meas)))
     return written
 
@@ -293,12 +297,16 @@ def _label(run) -> str:
 
 def _known_gaps(runs) -> list[str]:
     gaps = list(KNOWN_GAPS)
-    grid = {(r.summary.preset, *_cell(r), r.summary.seed) for r in runs}
-    missing = [f"W{w}A{a}G{g} s{s}" for w, a, g in _grid_cells() for s in range(GRID_SEEDS.get((w, a, g), 1))
-               if (GRID_PRESET, w, a, g, s) not in grid]
+    missing = _missing_cells(runs)
     if missing:
         gaps.append(f"Grid cells not yet run: {', '.join(missing)}.")
     return gaps
+
+
+def _missing_cells(runs) -> list[str]:
+    grid = {(r.summary.preset, *_cell(r), r.summary.seed) for r in runs}
+    return [f"W{w}A{a}G{g} s{s}" for w, a, g in _grid_cells() for s in range(GRID_SEEDS.get((w, a, g), 1))
+            if (GRID_PRESET, w, a, g, s) not in grid]
 
 
 def _takeaways(grid_runs, meas) -> list[str]:
