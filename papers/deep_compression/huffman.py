@@ -1,10 +1,10 @@
 """Stage 3 of Deep Compression: Huffman coding of the quantized weights and sparse indices.
 
 Han, Mao, Dally, "Deep Compression", ICLR 2016, arXiv 1510.00149 (Sec. 2 for the relative index,
-Fig. 2; Sec. 4 for Huffman coding, Fig. 7).
+Fig. 2; Sec. 4 for Huffman coding, Fig. 5).
 
 Idea: the indices into the codebook and the relative positions of the surviving weights are far
-from uniform (Fig. 7), so an optimal prefix code spends fewer bits on frequent symbols. The sparse
+from uniform (Fig. 5), so an optimal prefix code spends fewer bits on frequent symbols. The sparse
 structure is stored as the difference between the positions of consecutive surviving weights,
 with a bounded bit width; when a gap is longer than the width allows, a filler entry is inserted
 (Fig. 2).
@@ -38,7 +38,7 @@ def relative_indices(positions: np.ndarray, width: int) -> np.ndarray:
 
     Args:
         positions: int array [n], strictly increasing flat indices of the survivors.
-        width: bits per relative index (the paper uses 5 for LeNet's layers, Table 1-2).
+        width: bits per relative index (the paper uses 5 for LeNet's layers, Tables 2-3).
 
     Returns:
         uint8/uint16 symbols [n + number of fillers].

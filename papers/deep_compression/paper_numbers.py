@@ -57,6 +57,6 @@ LENET5_LAYERS = {
 }
 LENET5_REF = "Table 3"
 
-# Sec. 2 / Table 2-3: relative-index width used for LeNet; Sec. 3.1: linear centroid init is best (Fig. 5).
+# Tables 2-3: relative-index width used for LeNet; Sec. 6.2, Fig. 8: linear centroid init is best.
 INDEX_BITS_LENET = (5, "Tables 2-3")
-BEST_INIT = ("linear", "Sec. 3.1, Fig. 5")
+BEST_INIT = ("linear", "Sec. 6.2, Fig. 8")

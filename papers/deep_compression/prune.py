@@ -11,9 +11,9 @@ times the standard deviation of that layer's weights (Han 2015, Sec. 4). A prune
 pruned: its weight is held at exactly zero by a binary mask applied to the gradient and re-applied
 after every optimizer step.
 
-Implements: the threshold rule (Han 2015 Sec. 4), iterative pruning (Han 2015 Sec. 3.3, Fig. 2),
+Implements: the threshold rule (Han 2015 Sec. 4), iterative pruning (Han 2015 Sec. 3.4, Fig. 2),
 the mask kept through training. Not implemented: dropout-ratio adjustment during retraining
-(Han 2015 Sec. 3.1), pruning of neurons left without connections.
+(Han 2015 Sec. 3.2), pruning of neurons left without connections (Han 2015 Sec. 3.5).
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ def quality_for_density(w: torch.Tensor, density: float, mask: torch.Tensor | No
     """The quality parameter whose threshold keeps `density` of all weights of a layer.
 
     The paper chooses the quality parameter per layer by a sensitivity analysis; we solve for the
-    one that reaches a target fraction of kept weights (the paper's Table 1-2 "Weights%").
+    one that reaches a target fraction of kept weights (the paper's Tables 2-3 "Weights%").
 
     Args:
         w: the layer's weight.
@@ -91,7 +91,7 @@ def quality_for_density(w: torch.Tensor, density: float, mask: torch.Tensor | No
 def density_schedule(target: float, iterations: int) -> list[float]:
     """Densities of the iterative prune -> retrain rounds, geometric from 1 down to `target`.
 
-    Han 2015 Sec. 3.3 prunes and retrains repeatedly (Fig. 2); it gives no schedule, so the
+    Han 2015 Sec. 3.4 prunes and retrains repeatedly (Fig. 2); it gives no schedule, so the
     per-round fraction kept is equal: density_t = target ** (t / iterations).
     """
     if iterations < 1:
@@ -105,8 +105,8 @@ class PruneMasks(_CallbackBase):
 
     Use it as a callback of `common.train.fit`: `after_step` re-applies the masks after every
     optimizer step, so momentum or weight decay can never revive a pruned weight, and
-    `attach()` zeroes the gradients of pruned weights (Han 2015 Sec. 3.3: pruned connections
-    are removed for good).
+    `attach()` zeroes the gradients of pruned weights (Han 2015 Sec. 3: pruned connections
+    are removed for good; Sec. 3.3: the survivors keep their trained values).
     """
 
     def __init__(self, model: nn.Module, layers: Iterable[str] | None = None):

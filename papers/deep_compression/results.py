@@ -53,14 +53,14 @@ FORMULAS = [
     Formula("Han 2015, Sec. 4", r"$|w| < q \cdot \sigma_\ell \;\Rightarrow\; w := 0$ (mask kept while retraining)",
             "papers/deep_compression/prune.py: layer_threshold, PruneMasks",
             "q solved per round from the target density (deviation 1)"),
-    Formula("Eq. (1)", r"$\arg\min_{C}\ \sum_{i=1}^{k} \sum_{w \in c_i} |w - c_i|^2$",
+    Formula("Eq. (2)", r"$\arg\min_{C}\ \sum_{i=1}^{k} \sum_{w \in c_i} |w - c_i|^2$",
             "papers/deep_compression/share.py: kmeans_1d, init_centroids"),
     Formula("Sec. 3", r"$W_{ij} = C[I_{ij}] \cdot M_{ij}$", "papers/deep_compression/share.py: SharedLinear, "
             "SharedConv2d", "I: b-bit index; M: pruning mask"),
     Formula("Eq. (3)", r"$\frac{\partial \mathcal{L}}{\partial C_k} = \sum_{i,j} \frac{\partial \mathcal{L}}"
             r"{\partial W_{ij}}\, \mathbb{1}(I_{ij} = k)$", "papers/deep_compression/share.py: "
             "CodebookLookup.backward"),
-    Formula("Eq. (2)", r"$r = \frac{n\,b}{n \log_2 k + k\,b}$", "papers/deep_compression/train.py: layer_table",
+    Formula("Eq. (1)", r"$r = \frac{n\,b}{n \log_2 k + k\,b}$", "papers/deep_compression/train.py: layer_table",
             "n weights of b bits shared through k centroids"),
     Formula("Sec. 4", r"$\bar{\ell} = \sum_s p_s\,\ell_s \geq H = -\sum_s p_s \log_2 p_s$",
             "papers/deep_compression/huffman.py: huffman_code_lengths, excess_pct",
@@ -100,7 +100,7 @@ def _known_gaps(runs) -> list[str]:
     if not any(r.summary.setting == "cifar10_resnet20" for r in _model_runs(runs)):
         gaps.append("Study setting cifar10_resnet20: no approved run yet.")
     if not any(r.summary.preset == "lenet300_mnist" for r in _sweep_runs(runs)):
-        gaps.append("The Fig. 5 and Fig. 6 experiments on LeNet-300-100 / MNIST await a re-run on the typed "
+        gaps.append("The Fig. 6 and Fig. 8 experiments on LeNet-300-100 / MNIST await a re-run on the typed "
                     "summary; only the quick (digits) sweep is approved.")
     return gaps
 
@@ -337,7 +337,7 @@ def layer_rate_figure(runs, out: Path) -> tuple[Path, list]:
 
 
 def histogram_figure(run, out: Path) -> Path:
-    """Weights of the largest layer: dense, after pruning + retraining, after sharing (Fig. 4/7 style)."""
+    """Weights of the largest layer: dense, after pruning + retraining, after sharing (Fig. 4 style)."""
     h = run.json("histograms.json")
     lo, hi, bins = h["range"][0], h["range"][1], h["bins"]
     width = (hi - lo) / bins
@@ -380,7 +380,7 @@ def tradeoff_figure(run, out: Path) -> Path:
 
 
 def init_figure(run, out: Path) -> tuple[Path, list[str], list[list]]:
-    """Test error vs bits for linear / density / random centroid init (Sec. 3.1, Fig. 5)."""
+    """Test error vs bits for linear / density / random centroid init (Sec. 6.2, Fig. 8)."""
     study = run.json("init_study.json")
     fig, ax = slide_figure()
     inits = sorted({r["init"] for r in study["rows"]}, key=["linear", "density", "random"].index)
@@ -391,7 +391,7 @@ def init_figure(run, out: Path) -> tuple[Path, list[str], list[list]]:
         ax.plot(b, before, ls="--", color=f"C{i}", label=f"{init} (before fine-tuning)")
     ax.axhline(study["pruned_error"], color="gray", lw=1, label="pruned float model")
     ax.set(xlabel="bits per weight (k = 2^b centroids)", ylabel="test error (%)",
-           title=f"Centroid init (Fig. 5 experiment): {run.config['arch']}, {run.summary.preset} preset")
+           title=f"Centroid init (Fig. 8 experiment): {run.config['arch']}, {run.summary.preset} preset")
     ax.legend(ncols=2, fontsize=13)
     png, _ = save_figure(fig, out, f"init_{run.summary.preset}", footer=runs_source([run]).footer)
     bits = sorted({r["bits"] for r in study["rows"]})
@@ -490,7 +490,7 @@ def build(out_dir: Path | None = None) -> dict[str, Path]:
                    runs_source([run], extra_files=[run.dir / "tradeoff.json"])))
         png, header, irows = init_figure(run, out)
         written[png.stem] = png
-        appendix_figures.append(Figure(f"Centroid initialisation (Fig. 5): {run.summary.preset} preset", png,
+        appendix_figures.append(Figure(f"Centroid initialisation (Fig. 8): {run.summary.preset} preset", png,
                                        runs_source([run], extra_files=[run.dir / "init_study.json"])))
         init_tables.append(Table(f"Test error (%) by centroid init: {run.summary.preset} preset", header, irows,
                                  runs_source([run], extra_files=[run.dir / "init_study.json"]),

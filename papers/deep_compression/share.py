@@ -8,10 +8,10 @@ by its cluster's centroid, so a layer stores only a small codebook and one log2(
 weight. The centroids are then fine-tuned: the gradient of a centroid is the sum of the gradients
 of the weights that share it (Eq. 3), while the assignment of weights to centroids stays fixed.
 Where the centroids start matters: linear initialisation over [min, max] keeps the rare large
-weights represented and works best (Sec. 3.1, Fig. 5).
+weights represented and works best (Sec. 3.2; measured in Sec. 6.2, Fig. 8).
 
-Implements: Eq. (1) (k-means objective, Lloyd's algorithm), random / density-based / linear
-initialisation (Sec. 3.1), Eq. (3) (centroid gradient), the shared layers. Not implemented: shared
+Implements: Eq. (2) (k-means objective, Lloyd's algorithm), random / density-based / linear
+initialisation (Sec. 3.2, Fig. 4), Eq. (3) (centroid gradient), the shared layers. Not implemented: shared
 weights across layers (the paper does not share across layers either).
 """
 
@@ -30,7 +30,7 @@ INIT_METHODS = ("linear", "density", "random")
 
 def init_centroids(w: torch.Tensor, k: int, method: str = "linear",
                    generator: torch.Generator | None = None) -> torch.Tensor:
-    """Initial centroids of 1-D k-means (Sec. 3.1, Fig. 4).
+    """Initial centroids of 1-D k-means (Sec. 3.2, Fig. 4).
 
     Args:
         w: the weights to cluster, [n] (the survivors of a pruned layer).
@@ -49,15 +49,15 @@ def init_centroids(w: torch.Tensor, k: int, method: str = "linear",
         raise NnqError("cannot cluster an empty layer (every weight is pruned); keep a higher density")
     w = w.flatten().float()
     if method == "linear":
-        # Sec. 3.1: linear initialisation spaces the centroids over [min, max] of the weights
+        # Sec. 3.2: linear initialisation spaces the centroids over [min, max] of the weights
         c = torch.linspace(float(w.min()), float(w.max()), k, dtype=w.dtype, device=w.device)
     elif method == "density":
-        # Sec. 3.1: linearly space the CDF in y, then find the weight at each CDF value
+        # Sec. 3.2: linearly space the CDF in y, then find the weight at each CDF value
         # DEVIATION: CDF levels at bin centres (i + 0.5) / k, which the paper does not fix
         probs = (torch.arange(k, dtype=w.dtype, device=w.device) + 0.5) / k
         c = torch.quantile(w, probs)
     elif method == "random":
-        # Sec. 3.1: Forgy - k observations chosen at random from the data
+        # Sec. 3.2: Forgy - k observations chosen at random from the data
         pick = torch.randperm(w.numel(), generator=generator, device="cpu")[:k].to(w.device)
         c = w[pick]
         if c.numel() < k:  # fewer weights than clusters: repeat some
@@ -95,13 +95,13 @@ def kmeans_1d(w: torch.Tensor, k: int, init: str = "linear", *, max_iter: int = 
         generator: random source of init="random".
 
     Returns:
-        (centroids [k] sorted ascending, idx [n] int64) minimising Eq. (1).
+        (centroids [k] sorted ascending, idx [n] int64) minimising Eq. (2).
     """
     w = w.flatten().float()
     c = init_centroids(w, k, init, generator)
     idx = assign(w, c)
     for _ in range(max_iter):
-        # Eq. (1): argmin_C sum_i sum_{w in c_i} |w - c_i|^2 -> each centroid is its members' mean
+        # Eq. (2): argmin_C sum_i sum_{w in c_i} |w - c_i|^2 -> each centroid is its members' mean
         sums = torch.zeros(k, dtype=w.dtype, device=w.device).index_add_(0, idx, w)
         counts = torch.bincount(idx, minlength=k)
         c = torch.where(counts > 0, sums / counts.clamp(min=1), c)  # an empty cluster keeps its centroid
@@ -114,7 +114,7 @@ def kmeans_1d(w: torch.Tensor, k: int, init: str = "linear", *, max_iter: int = 
 
 
 def kmeans_error(w: torch.Tensor, centroids: torch.Tensor, idx: torch.Tensor) -> float:
-    """The k-means objective of Eq. (1), sum |w - c_idx|^2, over the clustered weights."""
+    """The k-means objective of Eq. (2), sum |w - c_idx|^2, over the clustered weights."""
     return float(((w.flatten().float() - centroids[idx.flatten()]) ** 2).sum())
 
 

@@ -3,7 +3,7 @@
 1. Accuracy vs compression rate for pruning only, quantization only, and both (Fig. 6): each
    point starts from the same float baseline, is retrained/fine-tuned for the preset's epochs,
    and its compression rate is the fp32 size over the size of its Huffman-coded file.
-2. Centroid initialisation (Sec. 3.1, Fig. 5): on the pruned model, weight sharing with linear,
+2. Centroid initialisation (Sec. 6.2, Fig. 8): on the pruned model, weight sharing with linear,
    density-based and random initialisation at several bit widths, test error before and after
    centroid fine-tuning.
 
@@ -135,7 +135,7 @@ def main(cfg: Config, *, densities=DENSITIES, bits=BITS, both=BOTH, init_bits=IN
                   "fp_recipe": f"float baseline trained by this run, {cfg.baseline_epochs} epochs, {opt}",
                   "params": count_params(base)}
         best = min((p for p in points if p["kind"] == "both"), key=lambda p: (p["error"] > fp_error + 0.5, -p["ratio"]))
-        return run.finish({**common, "kind": "sweep", "method": "Deep Compression ablations (Fig. 5, Fig. 6)",
+        return run.finish({**common, "kind": "sweep", "method": "Deep Compression ablations (Fig. 6, Fig. 8)",
                            "value": None, "train_time_s": round(total, 3),
                            "extra": {"best_point": best, "pruned_error": pruned_error}},
                           points=point_rows(points, study, common))

@@ -275,7 +275,8 @@ def choose_retrain_lr(cfg: Config, data: DataBundle, base: nn.Module, density: d
     from the same float model) scores best on the validation split; pilots are kept in ``pilots.json``."""
     from common.study import choose_lr
 
-    pilot_steps = get_setting(cfg.setting).lr_pilot_steps if cfg.setting else max(1, (cfg.steps or 0) // 4)
+    pilot_steps = (get_setting(cfg.setting).lr_pilot_steps if cfg.setting
+                   else cfg.pilot_steps or max(1, (cfg.steps or 0) // 4))
     if cfg.max_steps:
         pilot_steps = min(pilot_steps, cfg.max_steps * (cfg.prune_iterations + 1))
 

@@ -167,7 +167,7 @@ def _cifar_convnet_figure(runs, out: Path) -> Path | None:
         paper, ref = CIFAR10_ERROR[("bnnconv", m)]
         reference_line(ax, paper, f"paper {paper:.2f}%", ref="Sec. 4.2", loc="right")
     axes[0].set_ylabel("test error (%)")
-    fig.suptitle("CIFAR-10, the BC/BNN ConvNet: ours on a CPU budget vs the paper's full training")
+    fig.suptitle("CIFAR-10 ConvNet (Sec. 4.2): ours on a CPU budget vs the paper")
     png, _ = save_figure(fig, out, "cifar10_convnet_error", footer=_src(conv).footer)
     return png
 

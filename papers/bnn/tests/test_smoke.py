@@ -67,3 +67,24 @@ def test_results_rebuild_figures_tables_and_deck_from_the_approved_runs(tmp_path
     deck = Presentation(str(written["deck"]))
     assert any(shape.has_table for slide in deck.slides for shape in slide.shapes)
     assert README.read_text() == readme_before  # --out-dir leaves the package's README alone
+
+
+def test_the_training_path_clips_latent_weights_at_a_high_learning_rate(tmp_path):
+    # Alg. 1: after every update the latent weights are clipped to [-1, 1]. At LR 10 an unclipped weight leaves
+    # that range in the first steps, so this fails if the training path drops the clipping callback.
+    from common.train import Callback
+    from papers.bnn.bnn import binary_layers
+
+    class MaxAbsLatent(Callback):
+        def __init__(self):
+            self.seen: list[float] = []
+
+        def after_step(self, ctx):
+            self.seen.append(max(m.weight.abs().max().item() for m in binary_layers(ctx.model)))
+
+    probe = MaxAbsLatent()
+    cfg = dataclasses.replace(PRESETS["quick"], epochs=1, baseline_epochs=0, hidden=(32,), lr=10.0, max_steps=5,
+                              out_dir=str(tmp_path))
+    main(cfg, callbacks=[probe])
+    assert len(probe.seen) == 5
+    assert max(probe.seen) <= 1.0 and max(probe.seen) == 1.0  # clipped, and the LR did push weights to the bound

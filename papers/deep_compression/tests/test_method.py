@@ -100,7 +100,7 @@ def test_density_and_random_init():
 
 
 def test_linear_init_keeps_large_weights_better_than_density():
-    # Sec. 3.1 / Fig. 5: with a long-tailed layer, linear init represents the large weights
+    # Sec. 3.2 / Sec. 6.2, Fig. 8: with a long-tailed layer, linear init represents the large weights
     w = torch.randn(5000, generator=torch.Generator().manual_seed(0)) ** 3
     c_lin, i_lin = kmeans_1d(w, 8, "linear")
     c_den, i_den = kmeans_1d(w, 8, "density")
@@ -375,3 +375,17 @@ def test_canonical_codes_are_the_documented_bits():
     # shorter codes first, ties by symbol index: what a decoder written from the format's description expects
     assert canonical_codes(np.array([2, 1, 3, 3, 0])).tolist() == [0b10, 0b0, 0b110, 0b111, 0]
     assert canonical_codes(np.array([3, 3, 2, 2, 2])).tolist() == [0b110, 0b111, 0b00, 0b01, 0b10]
+
+
+def test_paper_references_as_in_the_papers_text():
+    # arXiv 1510.00149v5: Table 2's Total row gives 5.1 weight bits after Huffman (its layer rows 4.3-4.4), the
+    # centroid-initialisation experiment is Sec. 6.2 / Fig. 8, and the deck's formulas carry Eq. (1) = the
+    # compression rate and Eq. (2) = the k-means objective
+    from papers.deep_compression.paper_numbers import BEST_INIT, LENET300_LAYERS
+    from papers.deep_compression.results import FORMULAS
+
+    assert LENET300_LAYERS["total"]["wbits_pqh"] == 5.1
+    assert [LENET300_LAYERS[k]["wbits_pqh"] for k in ("ip1", "ip2", "ip3")] == [4.4, 4.4, 4.3]
+    assert BEST_INIT == ("linear", "Sec. 6.2, Fig. 8")
+    eqs = {f.label: f.latex for f in FORMULAS if f.label.startswith("Eq.")}
+    assert r"\log_2 k" in eqs["Eq. (1)"] and r"\arg\min" in eqs["Eq. (2)"]

@@ -1,0 +1,102 @@
+"""The quick path on a tiny budget (it learns, QEM moves the bases, the run folder is complete and valid), the
+study preset's dry run, and the results script. (The paper preset's dry run on an image folder is the repository's
+tests/test_paper_presets.py, which runs every such preset.)"""
+
+import dataclasses
+import json
+
+import pytest
+
+from common.summary import validate
+from papers.lqnets.config import PRESETS
+from papers.lqnets.train import main
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs")
+    cfg = dataclasses.replace(PRESETS["quick"], epochs=3, baseline_epochs=3, out_dir=str(out), threads=1,
+                              log_every=5)
+    summary = main(cfg).to_dict()
+    return summary, out / "lqnets" / summary["run_dir"].split("/lqnets/")[1]
+
+
+def test_quick_path_learns_and_writes_a_valid_run_folder(quick_run):
+    summary, run_dir = quick_run
+    for name in ("config.json", "env.json", "metrics.jsonl", "summary.json", "lqnets.ckpt.pt", "float.ckpt.pt",
+                 "lqnets_planes.safetensors", "bases.json", "levels.json"):
+        assert (run_dir / name).is_file(), name
+    assert json.loads((run_dir / "summary.json").read_text()) == summary
+    assert validate(summary) == []
+    assert summary["status"] == "finished" and summary["method"] == "LQ-Nets"
+    assert (summary["w_bits"], summary["a_bits"]) == (2, 2)
+    assert summary["value"] > 60.0 and summary["fp_value"] > 60.0  # chance is 10% on digits
+    extra = summary["extra"]
+    assert extra["artifact_reproduces_predictions"] is True and extra["bitwise_net_same_predictions"] is True
+    assert extra["bitwise_vs_simulated_max_rel"] < 1e-5 and extra["bitwise_net_vs_simulated_max_rel"] < 1e-4
+    assert summary["size_bytes"] == (run_dir / "lqnets_planes.safetensors").stat().st_size
+    assert summary["compression_ratio"] > 5
+
+
+def test_qem_moves_the_bases_during_training(quick_run):
+    _, run_dir = quick_run
+    rows = json.loads((run_dir / "bases.json").read_text())
+    assert rows[0]["step"] == 1 and rows[-1]["step"] > rows[0]["step"]
+    names = [k for k in rows[0] if k != "step"]
+    assert {"conv2.w_quant", "conv2.a_quant", "conv3.w_quant", "conv3.a_quant"} == set(names)
+    moved = [n for n in names if max(abs(a - b) for a, b in zip(rows[-1][n], rows[0][n])) > 1e-4]
+    assert len(moved) == len(names)
+    levels = json.loads((run_dir / "levels.json").read_text())
+    assert len(levels) == 4 and all(len(r["levels"]) == 4 for r in levels)
+    # QEM's fit to the final weights beats evenly spaced levels fitted the same way
+    assert all(r["rel_err_qem"] <= r["rel_err_uniform"] + 1e-9 for r in levels)
+
+
+def test_uniform_ablation_keeps_evenly_spaced_levels(tmp_path):
+    cfg = dataclasses.replace(PRESETS["quick"], epochs=1, baseline_epochs=1, quantizer="uniform",
+                              out_dir=str(tmp_path), threads=1)
+    summary = main(cfg)
+    assert summary.method == "LQ-Nets (uniform levels)" and summary.value > 30.0
+    for row in json.loads((tmp_path / "lqnets" / summary.run_dir.split("/lqnets/")[1] / "levels.json").read_text()):
+        gaps = [b - a for a, b in zip(row["levels"], row["levels"][1:])]
+        assert max(gaps) - min(gaps) < 1e-5 * max(gaps)
+
+
+def test_study_path_dry_run_writes_a_valid_study_row(tmp_path):
+    from common.data import find_weights
+    from common.errors import NnqError
+    from common.settings import get_setting
+
+    setting = get_setting("cifar10_resnet20")
+    try:
+        find_weights(setting.weights)
+        cfg = dataclasses.replace(PRESETS["cifar10_resnet20"], max_steps=2, limit_train=256, limit_test=64,
+                                  out_dir=str(tmp_path), threads=1, lr_grid=(0.01,))
+        summary = main(cfg)
+    except NnqError as exc:  # the shared CIFAR-10 copy or ResNet-20 weights are not on this machine
+        pytest.skip(str(exc))
+    assert summary.dry_run and summary.setting == "cifar10_resnet20" and summary.extra["lr"] == 0.01
+    assert set(summary.extra["lr_pilots_val_top1"]) == {"0.01"}  # the pilot on the validation split ran
+    assert summary.extra["artifact_reproduces_predictions"] is True
+    assert summary.extra["bitwise_net_same_predictions"] is True
+    assert (summary.w_bits, summary.a_bits) == (2, 2)
+
+
+def test_results_rebuild_tables_figures_and_deck_from_the_approved_runs(tmp_path):
+    from pptx import Presentation
+
+    from common.results import load_approved
+    from papers.lqnets.results import README, build
+
+    readme_before = README.read_text()
+    written = build(tmp_path)
+    runs = load_approved("lqnets")
+    assert runs, "papers/lqnets/results/runs/ holds at least one approved run"
+    table = (tmp_path / "accuracy.md").read_text()
+    for run in runs:
+        assert f"{run.summary.value:.2f}" in table
+    assert "Uniform top-1" in table  # the learned-vs-uniform comparison over seeds
+    assert (tmp_path / "accuracy_vs_bits.png").stat().st_size > 10_000
+    assert any(p.name.startswith("levels_w_") for p in tmp_path.glob("*.png"))
+    assert len(Presentation(str(written["deck"])).slides) >= 8
+    assert README.read_text() == readme_before  # --out-dir leaves the package's README alone
