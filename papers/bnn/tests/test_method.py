@@ -147,3 +147,11 @@ def test_packer_stores_zero_as_plus_one_msb_first():
     packed = pack_signs(w)
     assert packed.tolist() == [0b10110000, 0b10000000]  # bit 1 = +1, first value in the most significant bit
     assert unpack_signs(packed, (9,)).tolist() == [1.0, -1.0, 1.0, 1.0, -1.0, -1.0, -1.0, -1.0, 1.0]
+
+
+def test_paper_table1_figures_drawn_on_the_curves_are_the_papers():
+    # arXiv 1602.02830 Table 1: BNN test error on MNIST, 0.96% (Theano) and 1.40% (Torch7); the curves' reference lines
+    from papers.bnn.paper_numbers import TEST_ERROR
+
+    assert TEST_ERROR[("MNIST", "Theano")] == (0.96, "Table 1")
+    assert TEST_ERROR[("MNIST", "Torch7")] == (1.40, "Table 1")
