@@ -276,17 +276,16 @@ def build(out_dir: str | Path | None = None, root: Path | None = None) -> dict[s
             sd = statistics.stdev(c.values) if len(c.values) > 1 else 0.0
             ax.errorbar([x], [y], yerr=[sd] if sd else None, marker="os^DvPX*"[i % 8], markersize=11,
                         linestyle="none", capsize=4, label=f"{c.label} ({c.paper})")
-            below = by_size.index(i) % 2  # neighbours in size alternate above / below, so labels do not collide
-            ax.annotate(c.label, (x, y), textcoords="offset points", xytext=(8, -18 if below else 6), fontsize=13)
+        ax.set_xscale("log")
         front = pareto_front(pts)
         ax.plot([pts[i][0] for i in front], [pts[i][1] for i in front], color="grey", lw=1.5, ls=":",
                 marker=None, label="Pareto front")
         if fp_top1 is not None:
             reference_line(ax, fp_top1, f"float reference ({fp_top1:.2f}%)", loc="left")
-        ax.set_xscale("log")
+        ax.legend(fontsize=12, loc="lower right")
+        _place_labels(fig, ax, [c.label for c in cells], pts, by_size)
         ax.set(xlabel="stored model size (MiB, log scale; model_bits / 8)", ylabel="test top-1 (%)",
                title=f"{setting.title}")
-        ax.legend(fontsize=12, loc="lower right")
         png, _ = save_figure(fig, out, f"pareto_{name}", footer=source.footer)
         written[f"pareto_{name}"] = png
 
@@ -324,6 +323,38 @@ def build(out_dir: str | Path | None = None, root: Path | None = None) -> dict[s
     if out_dir is None:
         update_readme_block(REPO_ROOT / "study" / "README.md", "results", "\n\n".join(readme_blocks))
     return written
+
+
+def _place_labels(fig, ax, labels: list[str], pts: list[tuple[float, float]], order: list[int]) -> None:
+    """Writes each point's label beside it, at the first of a few offsets where it overlaps no label already
+    written, no marker and nothing outside the axes (points taken in ``order``); else at the first offset."""
+    from matplotlib.transforms import Bbox
+
+    candidates = [(8, 6, "left"), (8, -18, "left"), (-8, 6, "right"), (-8, -18, "right"), (8, 22, "left"),
+                  (8, -34, "left"), (-8, 22, "right"), (-8, -34, "right")]
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    axes_box = ax.get_window_extent(renderer)
+    r = 9  # marker half-size in display pixels (markersize 11 at the slide's dpi, rounded down)
+    taken = [Bbox.from_extents(*(ax.transData.transform(p) - r), *(ax.transData.transform(p) + r)) for p in pts]
+    taken += [t.get_window_extent(renderer) for t in ax.texts]  # e.g. the float reference's label
+    if ax.get_legend() is not None:
+        taken.append(ax.get_legend().get_window_extent(renderer))
+    for i in order:
+        first = None
+        for dx, dy, ha in candidates:
+            ann = ax.annotate(labels[i], pts[i], textcoords="offset points", xytext=(dx, dy), ha=ha, fontsize=13)
+            box = ann.get_window_extent(renderer)
+            inside = axes_box.contains(box.x0, box.y0) and axes_box.contains(box.x1, box.y1)
+            if inside and not any(box.overlaps(o) for o in taken):
+                taken.append(box)
+                break
+            first = first or (dx, dy, ha)
+            ann.remove()
+        else:
+            dx, dy, ha = first
+            taken.append(ax.annotate(labels[i], pts[i], textcoords="offset points", xytext=(dx, dy), ha=ha,
+                                     fontsize=13).get_window_extent(renderer))
 
 
 def _rows_source(rows: list, runs_source) -> Any:
