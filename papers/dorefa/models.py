@@ -16,31 +16,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from common.errors import NnqError
+from common.models import SmallConvNet
 
 ARCHS = ("smallconv", "svhn_convnet", "alexnet", "resnet20", "resnet18")
-
-
-class SmallConvNet(nn.Module):
-    """conv(c,32) BN ReLU | conv(32,64) BN ReLU MP2 | conv(64,64) BN ReLU MP2 | FC(64*(S/4)^2, classes)."""
-
-    def __init__(self, in_channels: int = 1, num_classes: int = 10, image_size: int = 8):
-        super().__init__()
-        if image_size % 4:
-            raise NnqError(f"smallconv needs an image size divisible by 4, got {image_size}")
-        self.conv1 = nn.Conv2d(in_channels, 32, 3, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(32)
-        self.conv2 = nn.Conv2d(32, 64, 3, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(64)
-        self.conv3 = nn.Conv2d(64, 64, 3, padding=1, bias=False)
-        self.bn3 = nn.BatchNorm2d(64)
-        self.fc = nn.Linear(64 * (image_size // 4) ** 2, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # x: [B, C, S, S] -> [B, 32, S, S] -> [B, 64, S/2, S/2] -> [B, 64, S/4, S/4] -> [B, classes]
-        out = F.relu(self.bn1(self.conv1(x)))
-        out = F.max_pool2d(F.relu(self.bn2(self.conv2(out))), 2)
-        out = F.max_pool2d(F.relu(self.bn3(self.conv3(out))), 2)
-        return self.fc(out.flatten(1))
 
 
 class SvhnConvNet(nn.Module):
