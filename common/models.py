@@ -288,9 +288,8 @@ def resnet56(num_classes: int = 10) -> ResNetCifar:
     return ResNetCifar(56, num_classes)
 
 
-
 class SmallConvNet(nn.Module):
-    """A 3-conv net for the quick presets' 8x8 digits (the float net LSQ and LQ-Nets quantize).
+    """A 3-conv net for the quick presets' 8x8 digits (the float net DoReFa-Net, LQ-Nets and LSQ quantize).
 
     conv(c,32) BN ReLU | conv(32,64) BN ReLU MP2 | conv(64,64) BN ReLU MP2 | FC(64*(S/4)^2, classes)
     """
@@ -349,7 +348,6 @@ def _load_strict(model: nn.Module, state: object, path: str | Path, what: str) -
     return model.eval()
 
 
-
 def load_state_file(model: nn.Module, path: str | Path, what: str) -> nn.Module:
     """Loads a float model's weights (a ``.safetensors`` file, or a torch file read with ``weights_only=True``,
     optionally ``{"state_dict": ...}``) into ``model``; any unreadable or mismatching file is one clear NnqError.
@@ -359,6 +357,8 @@ def load_state_file(model: nn.Module, path: str | Path, what: str) -> nn.Module:
     if Path(path).suffix == ".safetensors":
         from safetensors.torch import load_file
 
+        if not Path(path).is_file():
+            raise NnqError(f"weights file {path} not found; check the path")
         try:
             state = load_file(str(path))
         except Exception as e:  # noqa: BLE001 - truncated / foreign files

@@ -181,3 +181,26 @@ def test_lenet5_caffe_param_count_and_shape():
     assert not any(isinstance(x, nn.ReLU) for x in (m.conv1, m.pool1, m.conv2, m.pool2))  # no ReLU after convs
     with pytest.raises(NnqError):
         build_model("lenet5_caffe", (1, 28, 20), 10)
+
+
+def test_load_state_file_round_trips_and_refuses_a_foreign_or_missing_file(tmp_path):
+    # the float-weights loader of the quick presets (lsq, lqnets): both file kinds load exactly; a file made for
+    # another network, a truncated file and a missing one are each one NnqError that names the file
+    from safetensors.torch import save_file
+
+    from common.models import SmallConvNet, load_state_file
+
+    torch.manual_seed(0)
+    src = SmallConvNet(1, 10, 8)
+    torch.save({"state_dict": src.state_dict()}, tmp_path / "w.pt")
+    save_file(src.state_dict(), str(tmp_path / "w.safetensors"))
+    x = torch.randn(2, 1, 8, 8)
+    for name in ("w.pt", "w.safetensors"):
+        dst = load_state_file(SmallConvNet(1, 10, 8), tmp_path / name, "the float smallconv")
+        assert torch.equal(dst(x), src.eval()(x))
+    with pytest.raises(NnqError, match="does not match the float smallconv"):
+        load_state_file(SmallConvNet(1, 3, 8), tmp_path / "w.pt", "the float smallconv")
+    (tmp_path / "bad.safetensors").write_bytes(b"\x00" * 10)
+    for name in ("bad.safetensors", "missing.safetensors", "missing.pt"):
+        with pytest.raises(NnqError, match=name):
+            load_state_file(SmallConvNet(1, 10, 8), tmp_path / name, "the float smallconv")
