@@ -492,3 +492,48 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+# ------------------------------------------------------------------------------ the MiniLM sentence encoder
+
+
+def load_minilm() -> tuple[nn.Module, object]:
+    """The pretrained all-MiniLM-L6-v2 encoder (Hugging Face BertModel, fp32, eval) and its tokenizer, offline."""
+    from transformers import AutoModel, AutoTokenizer
+
+    _quiet_transformers()
+    d = minilm_dir()
+    return AutoModel.from_pretrained(str(d)).eval(), AutoTokenizer.from_pretrained(str(d))
+
+
+@torch.no_grad()
+def encode_sentences(model: nn.Module, tok, texts, batch_size: int = 16) -> torch.Tensor:
+    """Sentence embeddings [n, 384]: mean of the last hidden states over real tokens, L2-normalised."""
+    out = []
+    for i in range(0, len(texts), batch_size):
+        b = tok(list(texts[i:i + batch_size]), padding=True, truncation=True, max_length=128, return_tensors="pt")
+        h = model(**b).last_hidden_state  # [b, t, 384]
+        m = b["attention_mask"].unsqueeze(-1).to(h.dtype)
+        out.append(nn.functional.normalize((h * m).sum(1) / m.sum(1).clamp_min(1e-9), dim=-1))
+    return torch.cat(out).float()
+
+
+def embedding_metrics(emb: torch.Tensor, ref: torch.Tensor) -> dict:
+    """How a quantized encoder's sentence embeddings ``emb`` [n, d] keep the float ones ``ref`` (both L2-normalised,
+    sentences stored as paraphrase pairs side by side).
+
+    Returns: value (mean cosine), min_cosine, retrieval_agreement (% of sentences whose nearest other sentence is
+    the same as under float), pair_retrieval (% whose nearest other sentence is their paraphrase).
+    """
+    cos = (emb * ref).sum(1)
+
+    def nearest(e):
+        sim = e @ e.T
+        sim.fill_diagonal_(-2.0)
+        return sim.argmax(1)
+
+    nn_q, nn_f = nearest(emb), nearest(ref)
+    partner = torch.arange(len(emb)) ^ 1
+    return {"value": round(float(cos.mean()), 6), "min_cosine": round(float(cos.min()), 6),
+            "retrieval_agreement": round(100.0 * float((nn_q == nn_f).float().mean()), 3),
+            "pair_retrieval": round(100.0 * float((nn_q == partner).float().mean()), 3)}

@@ -28,7 +28,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from common import clip
 from common.cli import cli_main
+from common.clip import embedding_metrics
+from common.clip import encode_sentences as encode
 from common.errors import NnqError
 from common.evaluate import count_params, file_size, fp32_size_bytes, model_bits
 from common.runs import Run
@@ -86,46 +89,10 @@ def pseudo_label_ce(logits: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
 
 
 def load_minilm() -> tuple[nn.Module, object]:
-    """The pretrained all-MiniLM-L6-v2 encoder (Hugging Face BertModel, fp32, eval) with matmul attention."""
-    from transformers import AutoModel, AutoTokenizer
-    from transformers.utils import logging as hf_logging
-
-    from common.clip import minilm_dir
-
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    d = minilm_dir()
-    model = AutoModel.from_pretrained(str(d)).eval()
+    """The pretrained all-MiniLM-L6-v2 encoder (common.clip) with its attention routed through matmul modules."""
+    model, tok = clip.load_minilm()
     pm.attach_hf_matmuls_(model)
-    return model, AutoTokenizer.from_pretrained(str(d))
-
-
-def encode(model: nn.Module, tok, texts, batch_size: int = 16) -> torch.Tensor:
-    """Sentence embeddings [n, 384]: mean of the last hidden states over real tokens, L2-normalised."""
-    out = []
-    for i in range(0, len(texts), batch_size):
-        b = tok(list(texts[i:i + batch_size]), padding=True, truncation=True, max_length=128, return_tensors="pt")
-        h = model(**b).last_hidden_state  # [b, t, 384]
-        m = b["attention_mask"].unsqueeze(-1).to(h.dtype)
-        out.append(F.normalize((h * m).sum(1) / m.sum(1).clamp_min(1e-9), dim=-1))
-    return torch.cat(out).float()
-
-
-def embedding_metrics(emb: torch.Tensor, ref: torch.Tensor) -> dict:
-    """Cosine to the float embeddings; retrieval agreement (% whose nearest other sentence is the float one's) and
-    pair retrieval (% whose nearest other sentence is its paraphrase)."""
-    cos = (emb * ref).sum(1)
-
-    def nearest(e):
-        sim = e @ e.T
-        sim.fill_diagonal_(-2.0)
-        return sim.argmax(1)
-
-    nn_q, nn_f = nearest(emb), nearest(ref)
-    partner = torch.arange(len(emb)) ^ 1  # TEST_TEXTS holds the pairs side by side
-    return {"value": round(float(cos.mean()), 6), "min_cosine": round(float(cos.min()), 6),
-            "retrieval_agreement": round(100.0 * float((nn_q == nn_f).float().mean()), 3),
-            "pair_retrieval": round(100.0 * float((nn_q == partner).float().mean()), 3)}
+    return model, tok
 
 
 def minilm_target(cfg: Config) -> Target:
