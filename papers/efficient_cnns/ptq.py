@@ -16,25 +16,33 @@ from typing import Iterable
 import torch
 from torch import nn
 
+from common.errors import NnqError
+
 
 @torch.no_grad()
-def quantize_int8(model: nn.Module, calibration: Iterable[torch.Tensor], example: torch.Tensor) -> nn.Module:
+def quantize_int8(model: nn.Module, calibration: Iterable[torch.Tensor], example: torch.Tensor,
+                  engine: str = "x86") -> nn.Module:
     """A converted int8 copy of ``model`` (CPU, eval), calibrated on the batches of ``calibration``.
 
     Args:
         model: the trained float network (left unchanged).
         calibration: input batches [B, C, H, W] that the observers see (training data, never the test split).
         example: one input batch, for tracing.
+        engine: PyTorch's quantized engine and its QConfigMapping: "x86" (FBGEMM and oneDNN, chosen per op)
+            or "onednn" (oneDNN only, whose instruction set ONEDNN_MAX_CPU_ISA can cap).
     """
     import warnings
 
     from torch.ao.quantization import get_default_qconfig_mapping
     from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
-    torch.backends.quantized.engine = "x86"
+    if engine not in torch.backends.quantized.supported_engines:
+        raise NnqError(f"quantized engine {engine!r} is not in this torch build "
+                       f"({', '.join(torch.backends.quantized.supported_engines)})")
+    torch.backends.quantized.engine = engine
     with warnings.catch_warnings():  # torch.ao announces its move to torchao on every call
         warnings.simplefilter("ignore")
-        prepared = prepare_fx(copy.deepcopy(model).cpu().eval(), get_default_qconfig_mapping("x86"),
+        prepared = prepare_fx(copy.deepcopy(model).cpu().eval(), get_default_qconfig_mapping(engine),
                               (example.cpu(),))
         for x in calibration:
             prepared(x.cpu())

@@ -201,18 +201,22 @@ def _accuracy_figure(out: Path) -> Path:
     return png
 
 
-LATENCY = Path(__file__).with_name("results") / "latency.json"
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "efficient_cnns.json"
+"""Written by ``python -m benchmarks.efficient_cnns`` (latency, ShuffleNet V2's guidelines, int8), read here."""
 
 
-def _latency_figure(out: Path, path: Path) -> Path:
-    """Measured CPU latency against the MACs we count, batch 1 and batch 32 (per image), 1 thread."""
+def _bench() -> dict | None:
     import json
 
-    data = json.loads(path.read_text())
-    nets = data["networks"]
+    return json.loads(BENCH.read_text()) if BENCH.is_file() else None
+
+
+def _latency_figure(out: Path, data: dict) -> Path:
+    """Measured CPU latency against the MACs we count, batch 1 and batch 32 (per image), 1 thread."""
+    nets, settings = data["networks"], data["isa"]["default"].get("latency", [])
     fig, axes = slide_figure(1, 2)
     for ax, batch in zip(axes, (1, 32)):
-        setting = next((st for st in data["settings"] if st["threads"] == 1 and st["batch"] == batch), None)
+        setting = next((st for st in settings if st["threads"] == 1 and st["batch"] == batch), None)
         if setting is None:
             continue
         for i, (name, ms) in enumerate(setting["median_ms"].items()):
@@ -223,18 +227,53 @@ def _latency_figure(out: Path, path: Path) -> Path:
     axes[0].legend(fontsize=11)
     m = data["machine"]
     png, _ = save_figure(fig, out, "latency_vs_macs",
-                         footer=f"benchmark: latency.json · {m['cpu']} · torch {m['torch']} · commit {m['commit'][:7]}")
+                         footer=f"benchmark: efficient_cnns.json · {m['cpu']} · torch {m['torch']} · "
+                                f"commit {m['commit'][:7]}")
     return png
 
 
-def _latency_rows(path: Path) -> tuple[list[str], list[list[str]]]:
-    import json
-
-    data = json.loads(path.read_text())
-    settings = data["settings"]
+def _latency_rows(data: dict) -> tuple[list[str], list[list[str]]]:
+    settings = data["isa"]["default"].get("latency", [])
     header = ["Network", "MACs (M)"] + [f"b={st['batch']}, {st['threads']} thr (ms)" for st in settings]
     rows = [[name, f"{net['macs'] / 1e6:.0f}"] + [f"{st['median_ms'][name]:.1f}" for st in settings]
             for name, net in data["networks"].items()]
+    return header, rows
+
+
+def _guideline_rows(data: dict) -> tuple[list[str], list[list[str]]]:
+    """ShuffleNet V2's four guidelines: equal-MAC variants, their latency and the ratio to each guideline's first."""
+    rows_in = data["isa"]["default"].get("guidelines", [])
+    threads = sorted({t for r in rows_in for t in r["ms"]}, key=int)
+    header = ["Guideline", "Variant", "MACs (M)"] + [f"{t} thr (ms)" for t in threads] + ["× first (1 thr)"]
+    rows, first = [], {}
+    for r in rows_in:
+        base = first.setdefault(r["guideline"], r["ms"].get("1"))
+        rows.append([r["guideline"], r["variant"], f"{r['macs'] / 1e6:.0f}"]
+                    + [_fmt(r["ms"].get(t), 1) for t in threads]
+                    + ["—" if base is None or r["ms"].get("1") is None else f"{r['ms']['1'] / base:.2f}×"])
+    return header, rows
+
+
+def _int8_rows(data: dict) -> tuple[list[str], list[list[str]]]:
+    """fp32 vs int8 per network at batch 1, 1 thread: bytes, and latency on each instruction set and engine."""
+    isas = data["isa"]
+    cols = [(isa, key) for isa in isas for key in ("fp32", "int8_x86", "int8_onednn")
+            if any(key in r["ms"].get("1", {}) for r in isas[isa].get("int8", {}).values())]
+    header = ["Network", "fp32 (MB)", "int8 (MB)", "fp32/int8 bytes"] + [
+        f"{isa.upper() if isa != 'default' else 'default ISA'}: {key.replace('_', ' ')} (ms)" for isa, key in cols]
+    rows = []
+    for name in data["networks"]:
+        r0 = isas["default"].get("int8", {}).get(name)
+        if r0 is None:
+            continue
+        q_bytes = r0.get("int8_x86_bytes") or r0.get("int8_onednn_bytes")
+        row = [name, f"{r0['fp32_bytes'] / 1e6:.2f}", _fmt(q_bytes and q_bytes / 1e6, 2),
+               "—" if not q_bytes else f"{r0['fp32_bytes'] / q_bytes:.2f}×"]
+        for isa, key in cols:
+            ms = isas[isa].get("int8", {}).get(name, {}).get("ms", {}).get("1", {})
+            fp, v = ms.get("fp32"), ms.get(key)
+            row.append("—" if v is None else f"{v:.1f}" if key == "fp32" else f"{v:.1f} ({fp / v:.2f}×)")
+        rows.append(row)
     return header, rows
 
 
@@ -285,19 +324,28 @@ def build(out_dir: Path | None = None) -> dict[str, Path]:
     counted = Source("counted from our networks: parameters, MACs by torch's FLOP counter", (f"{CODE}/models.py",))
     figures = [Figure("Width multipliers: cost of each family", written["width_curves"], counted),
                Figure("Accuracy vs multiply-adds (papers' ImageNet top-1)", written["accuracy_vs_macs"], paper_src)]
-    if LATENCY.is_file():
-        written["latency_vs_macs"] = _latency_figure(out, LATENCY)
-        lat_src = file_source(LATENCY, what="benchmark")
-        figures.append(Figure("MACs are not latency (CPU, this machine)", written["latency_vs_macs"], lat_src))
-        lat_header, lat_rows = _latency_rows(LATENCY)
-        lat_md = markdown_table(lat_header, lat_rows)
-        (out / "latency.md").write_text(lat_md + "\n")
-        written["latency"] = out / "latency.md"
+    bench = _bench()
+    bench_tables: list[tuple[str, list[str], list[list[str]], str]] = []
+    if bench is not None:
+        bench_src = file_source(BENCH, what="benchmark")
+        if bench["isa"]["default"].get("latency"):
+            written["latency_vs_macs"] = _latency_figure(out, bench)
+            figures.append(Figure("MACs are not latency (CPU, this machine)", written["latency_vs_macs"], bench_src))
+            bench_tables.append(("Latency: median of interleaved repeats, 224×224, float32, eval",
+                                 *_latency_rows(bench), "latency"))
+        if bench["isa"]["default"].get("guidelines"):
+            bench_tables.append(("ShuffleNet V2's guidelines on this CPU: equal MACs, batch 1, 56×56",
+                                 *_guideline_rows(bench), "guidelines"))
+        if bench["isa"]["default"].get("int8"):
+            bench_tables.append(("Int8 post-training quantization (FX): bytes and latency, batch 1, 1 thread",
+                                 *_int8_rows(bench), "int8"))
+        for title, header, rows, name in bench_tables:
+            (out / f"{name}.md").write_text(markdown_table(header, rows) + "\n")
+            written[name] = out / f"{name}.md"
     appendix = [Table("Parameters and multiply-adds, ours vs the papers", PM_HEADER, pm_rows, paper_src,
                       legend="Ours counted at the input size shown; 'w/o BN' leaves BatchNorm's γ, β out")]
-    if LATENCY.is_file():
-        appendix.append(Table("Latency: median of interleaved repeats, 224×224, float32, eval", lat_header, lat_rows,
-                              lat_src))
+    for title, header, rows, _ in bench_tables:
+        appendix.append(Table(title, header, rows, bench_src))
     if runs:
         appendix.append(Table("Approved runs (quick = CPU minutes on 8×8 digits, not ImageNet)", RUN_HEADER,
                               _runs_rows(runs), runs_source(runs)))
@@ -314,9 +362,9 @@ def build(out_dir: Path | None = None) -> dict[str, Path]:
         appendix=appendix)
     if default_out:
         update_readme_block(README, "headline", markdown_table(HEADLINE_HEADER, _headline_rows()))
-        lat_block = ("\n\nCPU latency (ms, median of interleaved repeats, 224×224, float32; results/latency.json):\n\n"
-                     + (out / "latency.md").read_text().strip()) if LATENCY.is_file() else ""
-        update_readme_block(README, "results", md + "\n\n" + run_md + lat_block)
+        bench_md = "".join(f"\n\n{title} (benchmarks/results/efficient_cnns.json):\n\n"
+                           + markdown_table(header, rows) for title, header, rows, _ in bench_tables)
+        update_readme_block(README, "results", md + "\n\n" + run_md + bench_md)
     return written
 
 
@@ -329,17 +377,30 @@ def _takeaways(runs) -> list[str]:
         "Depthwise and group convs cut MACs 8–9×, but MACs are not latency (ShuffleNet V2's point): see the "
         "measured latency column.",
     ]
-    if LATENCY.is_file():
-        import json
-
-        data = json.loads(LATENCY.read_text())
-        b1 = next((st["median_ms"] for st in data["settings"] if st["batch"] == 1 and st["threads"] == 1), None)
+    data = _bench()
+    if data is not None:
+        lat = data["isa"]["default"].get("latency", [])
+        b1 = next((st["median_ms"] for st in lat if st["batch"] == 1 and st["threads"] == 1), None)
         if b1 and {"MobileNet 1.0", "MobileNetV2 1.0"} <= set(b1):
             macs = {k: v["macs"] / 1e6 for k, v in data["networks"].items()}
             fastest = min(b1, key=b1.get)
             out.append(f"On this CPU (1 thread, batch 1) MobileNetV2 ({macs['MobileNetV2 1.0']:.0f} M MACs) takes "
                        f"{b1['MobileNetV2 1.0']:.1f} ms, MobileNet ({macs['MobileNet 1.0']:.0f} M) "
                        f"{b1['MobileNet 1.0']:.1f} ms; the fastest is {fastest} ({b1[fastest]:.1f} ms).")
+    if data is not None and data["isa"]["default"].get("guidelines"):
+        spread = {}
+        for r in data["isa"]["default"]["guidelines"]:
+            spread.setdefault(r["guideline"], []).append(r["ms"]["1"])
+        out.append("Equal MACs, unequal time (1 thread, batch 1): the slowest variant of each guideline takes "
+                   + ", ".join(f"{g} {max(v) / min(v):.2f}×" for g, v in spread.items()) + " the fastest's.")
+    if data is not None and data["isa"]["default"].get("int8"):
+        for isa, engine in (("default", "x86"), ("avx2", "onednn")):
+            rows = [r["ms"]["1"] for r in data["isa"].get(isa, {}).get("int8", {}).values()
+                    if f"int8_{engine}" in r["ms"].get("1", {})]
+            if rows:
+                faster = sum(r[f"int8_{engine}"] < r["fp32"] for r in rows)
+                out.append(f"Int8 ({engine} engine, {'this CPU' if isa == 'default' else 'capped at AVX2'}, batch 1, "
+                           f"1 thread) beats fp32 on {faster} of {len(rows)} networks.")
     for run in runs:
         s = run.summary
         int8 = s.extra.get("int8_top1")

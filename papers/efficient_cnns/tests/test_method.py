@@ -223,3 +223,17 @@ def test_config_rejects_bad_choices_with_one_line_errors(kw, words):
     with pytest.raises(NnqError, match=words) as exc:
         Config(**kw).validate()
     assert "\n" not in str(exc.value)
+
+
+def test_guideline_micro_networks_have_equal_macs_within_each_guideline():
+    """ShuffleNet V2 Sec. 2 compares variants of equal multiply-adds; ours (benchmarks/efficient_cnns.py) must too."""
+    from benchmarks.efficient_cnns import guideline_nets
+
+    by_guideline: dict[str, list[int]] = {}
+    for g, _, net, c in guideline_nets(c=128, depth=1):
+        by_guideline.setdefault(g, []).append(macs(net, torch.zeros(1, c, 8, 8)))
+    assert set(by_guideline) == {"G1", "G2", "G3", "G4"}
+    for g, counts in by_guideline.items():
+        assert max(counts) / min(counts) < 1.03, (g, counts)
+    g1 = [(v, c) for g, v, _, c in guideline_nets(c=128, depth=1) if g == "G1"]
+    assert [c for _, c in g1] == sorted((c for _, c in g1), reverse=True)  # wider outputs take narrower inputs
