@@ -302,3 +302,25 @@ def test_site_errors_measure_every_site_and_partition_them_into_kinds():
     w = model.blocks[0].mlp.fc2.weight.abs()
     w = w.detach()
     assert spread["max_abs"] == pytest.approx(float(w.max()), abs=1e-4) and spread["row_of_max"] == int(w.amax(1).argmax())
+
+
+def test_step_granularity_is_the_official_configuration():
+    """Layer-wise steps as configs/PTQ4ViT.py (n_V = n_H = n_a = 1; fused qkv: n_V = 3): one weight step per linear
+    layer and one input step per linear layer (twin GELU: [Delta_R2, m]); one shift m per post-softmax tensor;
+    the patch embedding per output channel. Matmul inputs Q, K, V: one step per head (README, Deviations 4)."""
+    model, x, scales = _tiny_quantized_vit()
+    heads = model.blocks[0].attn.heads
+    for name, e in scales.items():
+        if name.startswith("_"):
+            continue
+        if e["kind"] == "linear":
+            assert e["w_delta"].numel() == 1 and e["a_delta"].numel() == (2 if e["act_kind"] == "twin_gelu" else 1)
+        elif e["kind"] == "matmul":
+            assert e["b_delta"].numel() == heads
+            assert e["a_delta"].numel() == (1 if e["a_kind"] == "twin_softmax" else heads)
+        else:
+            assert e["w_delta"].numel() == model.patch_embed.out_channels
+    qkv = nn.Linear(6, 3 * 6)
+    data = P.LinearData(torch.randn(10, 6))
+    assert P.search_linear(qkv.weight, qkv.bias, data, 8, 8, "uniform", P.SearchSettings("mse", n=2, rounds=1),
+                           groups=3)["w_delta"].numel() == 3
