@@ -200,8 +200,8 @@ def _sweep_figure(runs, out: Path) -> Path | None:
         ax.plot([s["calib_samples"] for s in sw], [s["value"] for s in sw], "o-", color="#0072B2", label="PTQ4ViT")
         ax.axhline(run.summary.fp_value, color="#777777", ls="--", lw=1, label="float")
         ax.set_xscale("log", base=2)
-        ax.set(xlabel="calibration samples", ylabel=run.summary.metric,
-               title=f"{_short(run)}, W{run.summary.w_bits:g}A{run.summary.a_bits:g}")
+        ax.set(xlabel="calibration samples", ylabel=run.summary.metric)
+        ax.set_title(f"{_short(run)}\nW{run.summary.w_bits:g}A{run.summary.a_bits:g}", fontsize=12)
         ax.legend(fontsize=11)
     png, _ = save_figure(fig, out, "calib_sweep", footer=runs_source(have).footer)
     return png
