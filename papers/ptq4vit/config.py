@@ -46,6 +46,9 @@ class Config(BaseConfig):
     """A saved scales artifact (ptq4vit_scales_w<W>a<A>.safetensors of an earlier run) to apply instead of searching."""
     histograms: bool = True
     """Save histograms of the post-softmax and post-GELU values of one layer (and both quantizers' levels)."""
+    sites: bool = False
+    """Also measure, at the largest --compare-bits with PTQ4ViT's scales, the metric with each quantized tensor alone
+    and with each kind of tensor left float (sites_w<B>a<B>.json; papers/ptq4vit/sites.py)."""
 
     def validate(self) -> None:
         super().validate()
@@ -68,12 +71,12 @@ class Config(BaseConfig):
 PRESETS: dict[str, Config] = {
     # CPU, a few minutes on a cold cache: the real pretrained MiniLM-L6 encoder (softmax attention, GELU MLPs),
     # 36 linear layers + 12 attention matmuls, base PTQ vs PTQ4ViT at W8A8 and W6A6, a coarser grid (20) than
-    # the paper's (100), 32 calibration sentences, 48 test sentences.
+    # the paper's (100), 32 calibration sentences, 48 test sentences; the W8A8 error of each quantized tensor.
     "quick": Config(preset="quick", dataset="texts", model="minilm", w_bits=6, a_bits=6, compare_bits=(8, 6),
-                    n_grid=20, rounds=2),
+                    n_grid=20, rounds=2, sites=True),
     # The same model with the paper's grid (100), 3 rounds, the ablation (Table 3 layout) and the calibration sweep.
     "minilm": Config(preset="minilm", dataset="texts", model="minilm", w_bits=6, a_bits=6, compare_bits=(8, 6),
-                     n_grid=100, rounds=3, ablations=True, calib_sweep=(8, 32)),
+                     n_grid=100, rounds=3, ablations=True, calib_sweep=(8, 32), sites=True),
     # The package's small ViT on digits (trained in seconds; the tests' model).
     "digits_vit": Config(preset="digits_vit", dataset="digits", model="vit_digits", n_grid=50, ablations=True,
                          calib_sweep=(8, 32, 128)),

@@ -7,9 +7,10 @@ alpha = 0.5) and PTQ4ViT (Hessian-guided metric, twin uniform quantizers, altern
 layer by layer on the float inputs. The PTQ4ViT search at ``--w-bits/--a-bits`` is saved
 (``ptq4vit_scales_w<W>a<A>.safetensors``), loaded back and applied; that model is the headline row, written as its
 packed integer artifact (``ptq4vit_packed_w<W>a<A>.safetensors``) and reloaded to check it computes the same.
-``--ablations`` adds the paper's ablation grid, ``--calib-sweep`` the calibration-set sizes. ``--max-steps N`` is a
-dry run: N test batches, N calibration images, a grid of N + 1 candidates, one round, only W = A = --w-bits, no
-ablation or sweep, and (timm models) a random init when the hub's weights cannot be loaded.
+``--ablations`` adds the paper's ablation grid, ``--calib-sweep`` the calibration-set sizes, ``--sites`` the
+metric with each quantized tensor alone and with each kind of tensor left float (``sites_w<B>a<B>.json``).
+``--max-steps N`` is a dry run: N test batches, N calibration images, a grid of N + 1 candidates, one round, only
+W = A = --w-bits, no ablation or sweep, and (timm models) a random init when the hub's weights cannot be loaded.
 
 MiniLM (quick): metric ``test_embedding_cosine`` (mean cosine of the quantized encoder's sentence embeddings to
 the float encoder's on 48 shipped sentences); small ViTs and timm/HF models: ``test_top1``.
@@ -38,6 +39,7 @@ from common.runs import Run
 from common.train import seed_everything
 from papers.ptq4vit import models as pm
 from papers.ptq4vit import ptq4vit as P
+from papers.ptq4vit import sites as S
 from papers.ptq4vit.artifact import load_packed, save_packed, stored_fields
 from papers.ptq4vit.config import PRESETS, Config
 from papers.ptq4vit.texts import CALIBRATION, TEST_PAIRS, TEST_TEXTS
@@ -390,7 +392,7 @@ def main(cfg: Config) -> dict:
         capture_s = time.perf_counter() - tc
         common_fields = {"dataset": tg.dataset, "metric": tg.metric, "params": count_params(tg.model),
                          "fp_value": fp["value"], "fp_recipe": tg.fp_recipe, "train_time_s": 0.0}
-        points, curves, headline, hist_scales = [], {}, None, {}
+        points, curves, headline, hist_scales, site_scales = [], {}, None, {}, None
         rows = [(b, "base", settings(cfg, "base")) for b in cfg.compare_bits]
         rows += [(b, "ptq4vit", settings(cfg, "ptq4vit")) for b in cfg.compare_bits]
         if (cfg.w_bits, cfg.a_bits) not in [(b, b) for b in cfg.compare_bits]:
@@ -413,6 +415,8 @@ def main(cfg: Config) -> dict:
             curves[f"{method}_w{wb}a{ab}"] = scales.get("_curves", {})
             if wb == ab == min(cfg.compare_bits):
                 hist_scales[method] = scales
+            if method == "ptq4vit" and wb == ab == max(cfg.compare_bits) and bits is not None:
+                site_scales = scales
             points.append({**common_fields, "method": f"{label(st)} W{wb}A{ab}", "value": res["value"],
                            "w_bits": wb, "a_bits": ab, "train_time_s": round(search_s, 3),
                            "extra": {k: v for k, v in res.items() if k != "value"}
@@ -441,6 +445,15 @@ def main(cfg: Config) -> dict:
         if not same:
             raise NnqError(f"{packed} does not reproduce the quantized model ({again} vs {res}); please report this")
         del reloaded
+
+        sites_file = None
+        if cfg.sites and site_scales is not None:
+            sb = max(cfg.compare_bits)
+            print(f"W{sb}A{sb}: the error of each quantized tensor alone and of each kind left float")
+            sites = S.site_errors(tg.model, site_scales, sb, sb, tg.evaluate, fp["value"], log=print)
+            sites["weight_rows"] = S.weight_row_spread(tg.model, tg.plan.linears)
+            sites["input_channels"] = S.input_channel_spread(cap.inputs, tg.plan.linears)
+            sites_file = run.write_json(f"sites_w{sb}a{sb}.json", sites).name
 
         ablation = []
         if cfg.ablations:
@@ -491,6 +504,7 @@ def main(cfg: Config) -> dict:
                    "quantized_matmuls": len(tg.plan.matmuls), "quantized_convs": len(tg.plan.convs),
                    "capture_s": round(capture_s, 2), "scales_artifact": scales_path.name, "artifact": packed.name,
                    "artifact_reproduces_outputs": same, "ablation": ablation, "calib_sweep": sweep,
+                   "sites_file": sites_file,
                    "total_time_s": round(time.perf_counter() - t0, 1)}}
         return run.finish(row, points)
 

@@ -242,3 +242,85 @@ def test_hugging_face_vit_attention_through_matmul_modules_equals_transformers()
     with torch.no_grad():
         out = q(pixel_values=x).logits
     assert not torch.equal(out, ref) and (out - ref).abs().max() < 0.1 * ref.abs().max() + 0.05
+
+
+def _tiny_quantized_vit():
+    torch.manual_seed(0)
+    model = pm.SmallViT(pm.ViTConfig(8, 2, 1, 10, 16, 2, 2, 2.0)).eval()
+    x = torch.randn(8, 1, 8, 8)
+    plan = pm.build_plan(model)
+    cap = P.capture(model, plan, lambda m: nn.functional.cross_entropy(m(x), m(x).argmax(1).detach()), True)
+    return model, x, P.search_model(model, plan, cap, 4, 4, P.SearchSettings(n=4, rounds=1))
+
+
+def test_sites_one_at_a_time_equal_the_quantized_layers_they_name():
+    from papers.ptq4vit import sites as S
+
+    model, x, scales = _tiny_quantized_vit()
+    sites = S.all_sites(scales)
+    assert len(sites) == 2 * 13 + 2 * 4 + 1  # 2 blocks x 6 linears + the head (W, X), 4 matmuls (A, B), patch conv
+    with torch.no_grad():
+        ref = model(x)
+        full = P.apply_scales_(copy.deepcopy(model), scales, 4, 4)(x)
+        assert torch.equal(S.quantize_sites(model, scales, sites, 4, 4)(x), full)  # every site: the method's model
+        assert torch.equal(S.quantize_sites(model, scales, [], 4, 4)(x), ref)  # no site: the float model
+        # one weight alone: the float model with that layer's weight replaced by its dequantized codes
+        name = "blocks.1.mlp.fc2"
+        one = S.quantize_sites(model, scales, [(name, "W")], 4, 4)
+        hand = copy.deepcopy(model)
+        w = hand.get_submodule(name).weight
+        w.copy_(P.quantize_uniform(w, scales[name]["w_delta"].reshape(-1, 1), 4))
+        assert torch.equal(one(x), hand(x)) and not torch.equal(one(x), ref)
+        # one input alone: the float layer fed the quantized input (twin GELU at the MLP's second layer)
+        one = S.quantize_sites(model, scales, [(name, "X")], 4, 4)
+        hand = copy.deepcopy(model)
+        e = scales[name]
+        hand.get_submodule("blocks.1.mlp").fc2.register_forward_pre_hook(
+            lambda m, a: (P.quantize_act(a[0], e["act_kind"], e["a_delta"], 4),))
+        assert e["act_kind"] == "twin_gelu" and torch.equal(one(x), hand(x))
+    assert S.site_kind(("blocks.1.mlp.fc2", "W")) == "blocks.*.mlp.fc2 W"
+    assert S.site_kind(("encoder.layer.11.attention.self.query", "X")) == "encoder.layer.*.attention.self.query X"
+
+
+def test_site_errors_measure_every_site_and_partition_them_into_kinds():
+    from papers.ptq4vit import sites as S
+
+    model, x, scales = _tiny_quantized_vit()
+    with torch.no_grad():
+        ref = model(x)
+    # a metric with an oracle: the mean cosine of the logits to the float model's (1 for the float model)
+    evaluate = lambda m: {"value": float(nn.functional.cosine_similarity(m(x).detach(), ref, dim=-1).mean())}
+    out = S.site_errors(model, scales, 4, 4, evaluate, 1.0)
+    sites = S.all_sites(scales)
+    assert [s["site"] for s in out["sites"]] == [f"{n} {p}" for n, p in sites]
+    assert sum(k["n_sites"] for k in out["kinds"]) == len(sites)
+    assert out["all"]["value"] == pytest.approx(evaluate(P.apply_scales_(copy.deepcopy(model), scales, 4, 4))["value"])
+    assert out["all"]["drop"] > 0 and all(s["drop"] == pytest.approx(1.0 - s["value"], abs=1e-6) for s in out["sites"])
+    kinds = {k["kind"]: k for k in out["kinds"]}
+    assert kinds["blocks.*.mlp.fc2 W"]["n_sites"] == 2 and kinds["patch_embed W"]["n_sites"] == 1
+    spread = S.weight_row_spread(model, ["blocks.0.mlp.fc2"])[0]
+    w = model.blocks[0].mlp.fc2.weight.abs()
+    w = w.detach()
+    assert spread["max_abs"] == pytest.approx(float(w.max()), abs=1e-4) and spread["row_of_max"] == int(w.amax(1).argmax())
+
+
+def test_step_granularity_is_the_official_configuration():
+    """Layer-wise steps as configs/PTQ4ViT.py (n_V = n_H = n_a = 1; fused qkv: n_V = 3): one weight step per linear
+    layer and one input step per linear layer (twin GELU: [Delta_R2, m]); one shift m per post-softmax tensor;
+    the patch embedding per output channel. Matmul inputs Q, K, V: one step per head (README, Deviations 4)."""
+    model, x, scales = _tiny_quantized_vit()
+    heads = model.blocks[0].attn.heads
+    for name, e in scales.items():
+        if name.startswith("_"):
+            continue
+        if e["kind"] == "linear":
+            assert e["w_delta"].numel() == 1 and e["a_delta"].numel() == (2 if e["act_kind"] == "twin_gelu" else 1)
+        elif e["kind"] == "matmul":
+            assert e["b_delta"].numel() == heads
+            assert e["a_delta"].numel() == (1 if e["a_kind"] == "twin_softmax" else heads)
+        else:
+            assert e["w_delta"].numel() == model.patch_embed.out_channels
+    qkv = nn.Linear(6, 3 * 6)
+    data = P.LinearData(torch.randn(10, 6))
+    assert P.search_linear(qkv.weight, qkv.bias, data, 8, 8, "uniform", P.SearchSettings("mse", n=2, rounds=1),
+                           groups=3)["w_delta"].numel() == 3

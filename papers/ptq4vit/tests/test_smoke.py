@@ -16,7 +16,7 @@ from papers.ptq4vit.quantize import main
 def quick_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("runs")
     cfg = dataclasses.replace(PRESETS["quick"], out_dir=str(out), threads=1, n_grid=4, rounds=1, calib_samples=6,
-                              compare_bits=(6,), histograms=True)
+                              compare_bits=(6,), histograms=True, sites=False)  # sites: test_method (tiny ViT)
     cfg.validate()
     summary = main(cfg).to_dict()
     return summary, out / "ptq4vit" / summary["run_dir"].split("/ptq4vit/")[1]
@@ -74,4 +74,10 @@ def test_results_rebuild_tables_figures_and_deck(tmp_path):
     for run in runs:
         assert f"{run.summary.value:.4f}"[:5] in table or f"{run.summary.value:.2f}" in table
     assert len(Presentation(str(written["deck"])).slides) >= 8
+    sites = (tmp_path / "sites_table.md").read_text()
+    for run in runs:  # every approved per-site measurement is in the table, its full-model drop first
+        for f in run.dir.glob("sites_w*a*.json"):
+            s = json.loads(f.read_text())
+            scale = 100.0 if run.summary.metric == "test_embedding_cosine" else 1.0
+            assert f"{scale * s['all']['drop']:.2f}" in sites and all(k["kind"] in sites for k in s["kinds"])
     assert README.read_text() == before
