@@ -30,6 +30,19 @@ def run_main(main: Callable[[Any], Any], cfg: Any, out_dir: str | Path, **overri
     return summary, run_dir
 
 
+def quick_run_fixture(main: Callable[[Any], Any], cfg: Any, **overrides):
+    """A module-scoped pytest fixture ``quick_run``: :func:`run_main` of ``main`` on ``cfg`` with ``overrides`` in a
+    temporary folder, run once for the module's tests; it gives (the summary as a dict, the run folder)."""
+    import pytest
+
+    @pytest.fixture(scope="module")
+    def quick_run(tmp_path_factory):
+        """(the summary as a dict, the run folder) of the module's quick run."""
+        return run_main(main, cfg, tmp_path_factory.mktemp("runs"), **overrides)
+
+    return quick_run
+
+
 def assert_finished_run(summary: dict, run_dir: Path, artifact: str, files: Iterable[str] = ()) -> None:
     """The run folder holds the standard files, ``files`` and the ``artifact``; its summary.json is ``summary``,
     finished and valid, and ``size_bytes`` is the artifact's size on disk."""
