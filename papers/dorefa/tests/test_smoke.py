@@ -4,16 +4,12 @@ import dataclasses
 import json
 
 import numpy as np
-import pytest
 
-from common.testing import assert_finished_run, rebuild_results, run_main, study_dry_run
+from common.testing import assert_finished_run, quick_run_fixture, rebuild_results, study_dry_run
 from papers.dorefa.config import PRESETS
 from papers.dorefa.train import main
 
-
-@pytest.fixture(scope="module")
-def quick_run(tmp_path_factory):
-    return run_main(main, PRESETS["quick"], tmp_path_factory.mktemp("runs"), epochs=3, baseline_epochs=1, threads=1)
+quick_run = quick_run_fixture(main, PRESETS["quick"], epochs=3, baseline_epochs=1, threads=1)
 
 
 def test_quick_path_learns_and_writes_a_valid_run_folder(quick_run):

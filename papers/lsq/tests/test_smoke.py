@@ -2,17 +2,11 @@
 
 import json
 
-import pytest
-
-from common.testing import assert_finished_run, rebuild_results, run_main
+from common.testing import assert_finished_run, quick_run_fixture, rebuild_results
 from papers.lsq.config import PRESETS
 from papers.lsq.train import main
 
-
-@pytest.fixture(scope="module")
-def quick_run(tmp_path_factory):
-    return run_main(main, PRESETS["quick"], tmp_path_factory.mktemp("runs"), epochs=3, baseline_epochs=3,
-                    threads=1, log_every=5)
+quick_run = quick_run_fixture(main, PRESETS["quick"], epochs=3, baseline_epochs=3, threads=1, log_every=5)
 
 
 def test_quick_path_learns_and_writes_a_valid_run_folder(quick_run):
