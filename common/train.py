@@ -6,8 +6,9 @@ split after every epoch (and at the end); ``fit`` never reads the test split: a 
 it once per reported model (:func:`common.evaluate.evaluate_split`), as :func:`float_start` does for the float
 reference it reports (``fp_value``). Each evaluation is appended to the run's ``metrics.jsonl``; an atomic
 checkpoint is written after every epoch and every ``ckpt_every`` steps, so that ``--resume RUN_DIR`` continues
-exactly where the last checkpoint was taken, in the middle of an epoch too (model, optimizer, schedule, callbacks, random state and the position in the epoch's data order
-are restored; the order and augmentation are functions of seed, epoch and batch index).
+exactly where the last checkpoint was taken, in the middle of an epoch too (model, optimizer, schedule,
+callbacks, random state and the position in the epoch's data order are restored; the order and augmentation
+are functions of seed, epoch and batch index).
 Papers hook their per-step work (weight clipping, pruning masks, basis updates) into :class:`Callback`.
 A run in a paper's own setting starts from :func:`float_start` (given float weights, or a float twin trained
 here, e.g. by :func:`sgd_float_twin`); the ``main`` of a paper with both a paper and a study path can be
