@@ -88,6 +88,33 @@ class BaseConfig:
         return dataclasses.asdict(self)
 
 
+# Optional fields several papers' Configs share: what makes a value bad, and the end of the error.
+_SHARED_FIELD_CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "baseline_epochs": (lambda v: v < 0, "must be 0 or more, got {v}"),
+    "baseline_lr": (lambda v: not v > 0, "must be positive, got {v}"),
+    "normalize": (lambda v: v not in ("default", "imagenet", "none"), "must be default, imagenet or none, got {v!r}"),
+    "lr_grid": (lambda v: any(lr <= 0 for lr in v), "values must be positive, got {v}"),
+    "log_every": (lambda v: v < 1, "must be at least 1, got {v}"),
+}
+
+
+def check_shared_fields(cfg: BaseConfig, *names: str) -> None:
+    """Raise NnqError for the first bad value among the fields ``names`` (in that order) that several papers'
+    Configs share: baseline_epochs (0 or more), baseline_lr (positive), normalize (default, imagenet or none),
+    setting (none or a study setting of common.settings), lr_grid (positive LRs), log_every (at least 1)."""
+    for name in names:
+        value = getattr(cfg, name)
+        if name == "setting":
+            if value is not None:
+                from common.settings import get_setting
+
+                get_setting(value)
+            continue
+        bad, message = _SHARED_FIELD_CHECKS[name]
+        if bad(value):
+            raise NnqError(f"--{name.replace('_', '-')} " + message.format(v=value))
+
+
 # Fields that may differ between a run and its resumption.
 _RESUME_FREE = {"resume", "threads", "out_dir", "data_dir"}
 

@@ -12,6 +12,9 @@
   Image Recognition", CVPR 2016, Sec. 4.2 (option-A shortcut), with the state-dict keys of
   akamaster/pytorch_resnet_cifar10 so its checkpoints load strictly.
 
+* :func:`from_float_layer` — the float ``Conv2d``/``Linear`` -> quantized subclass copy behind every paper's
+  ``from_float`` (the quantized layer itself, its math, stays in the paper's package).
+
 ``act`` arguments are factories (a callable returning a fresh module, e.g. ``nn.ReLU``) so that papers can
 swap in their binary or quantized activations.
 """
@@ -354,6 +357,20 @@ def load_state_file(model: nn.Module, path: str | Path, what: str) -> nn.Module:
 
     Returns the model in eval mode.
     """
+    return _load_strict(model, _read_state_file(path), path, what)
+
+
+def load_float_weights(model: nn.Module, path: str | Path, what: str) -> nn.Module:
+    """:func:`load_state_file`, also for a checkpoint saved from ``DataParallel`` (every key ``module.``-prefixed,
+    as the shared akamaster CIFAR ResNets); returns the model in train mode (the start of a training run)."""
+    state = _read_state_file(path)
+    if isinstance(state, dict) and state and all(isinstance(k, str) and k.startswith("module.") for k in state):
+        state = {k.removeprefix("module."): v for k, v in state.items()}
+    return _load_strict(model, state, path, what).train()
+
+
+def _read_state_file(path: str | Path) -> object:
+    """The state dict in a ``.safetensors`` or torch file (unwrapped from ``{"state_dict": ...}``)."""
     if Path(path).suffix == ".safetensors":
         from safetensors.torch import load_file
 
@@ -367,7 +384,7 @@ def load_state_file(model: nn.Module, path: str | Path, what: str) -> nn.Module:
         state = _torch_load(path)
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
-    return _load_strict(model, state, path, what)
+    return state
 
 
 def load_resnet_cifar(depth: int, path: str | Path, num_classes: int = 10) -> ResNetCifar:
@@ -526,3 +543,32 @@ def split_attention_(model: nn.Module) -> list[str]:
 def _set_module(model: nn.Module, name: str, new: nn.Module) -> None:
     parent, _, child = name.rpartition(".")
     setattr(model.get_submodule(parent) if parent else model, child, new)
+
+
+# ---------------------------------------------------------------------------------------- float -> subclass
+
+
+def float_layer_args(m: nn.Module) -> tuple[tuple, dict]:
+    """The constructor arguments (positional, keyword) that rebuild the float ``nn.Conv2d`` or ``nn.Linear`` ``m``."""
+    if isinstance(m, nn.Conv2d):
+        return (m.in_channels, m.out_channels, m.kernel_size), dict(
+            stride=m.stride, padding=m.padding, dilation=m.dilation, groups=m.groups, bias=m.bias is not None,
+            padding_mode=m.padding_mode)
+    if isinstance(m, nn.Linear):
+        return (m.in_features, m.out_features), dict(bias=m.bias is not None)
+    raise TypeError(f"from_float_layer takes an nn.Conv2d or nn.Linear, got {type(m).__name__}")
+
+
+def from_float_layer(cls: type[nn.Module], m: nn.Module, **kw) -> nn.Module:
+    """An instance of ``cls`` (a subclass of ``m``'s float layer class: a paper's quantized layer) built with ``m``'s
+    constructor arguments plus ``kw``, holding a copy of every parameter and buffer of ``m``, on ``m``'s device.
+
+    The subclass's own state (step sizes, bases, ...) keeps the value its constructor gave it; a key of ``m``'s
+    state dict that ``cls`` does not have is an error.
+    """
+    args, kwargs = float_layer_args(m)
+    q = cls(*args, **kwargs, **kw)
+    unexpected = q.load_state_dict(m.state_dict(), strict=False).unexpected_keys
+    if unexpected:
+        raise TypeError(f"{cls.__name__} has no {', '.join(unexpected)} of the float {type(m).__name__}")
+    return q.to(m.weight.device)

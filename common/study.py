@@ -12,9 +12,11 @@ Commands::
     python -m common.study float [--setting NAME] [--seed S] [--lr LR] [--threads N]
                                                       # the setting's float reference (fp_value), LR chosen on val
 
-For papers, the helpers of a setting: :func:`load_data`, :func:`load_float_model`, :func:`float_reference`
-(the approved float reference that is every study row's ``fp_value``) and :func:`choose_lr`
-(pilot runs on the validation split).
+For papers, the helpers of a setting: :func:`start_run` (the setting, its data and the run folder of a study
+run), :func:`load_data`, :func:`load_float_model`, :func:`fit_setting` (training by the setting's budget),
+:func:`float_reference` (the approved float reference that is every study row's ``fp_value``;
+:func:`float_reference_fields` gives the summary's fields) and :func:`choose_lr` (pilot runs on the validation
+split; :func:`choose_setting_lr` runs them in a study run with the setting's pilot budget).
 """
 
 from __future__ import annotations
@@ -114,6 +116,69 @@ def choose_lr_in_run(run, train_val: Callable[[float, int], float], grid: Sequen
     return choose_lr(train_val, grid, pilot_steps, done={float(k): v for k, v in done.items()},
                      record=lambda r: run.write_json("pilots.json", {str(k): v for k, v in r.items()}))
 
+
+def fit_setting(model, data, setting: StudySetting, optimizer, steps: int, *, run, tag: str, seed: int,
+                precision: str | None = None, **fit_kw) -> dict[str, Any]:
+    """:func:`common.train.fit` by the setting's budget: ``steps`` optimizer steps at the setting's batch, the LR on a
+    per-step cosine; ``tag`` names the stage and the progress bar; ``fit_kw`` (callbacks, loss_fn) go to ``fit``."""
+    from common.train import cosine_per_step, fit
+
+    return fit(model, data, steps=steps, batch_size=setting.batch_size, optimizer=optimizer,
+               scheduler=cosine_per_step(optimizer, steps), scheduler_interval="step", run=run, tag=tag, seed=seed,
+               desc=tag, precision=precision, **fit_kw)
+
+
+def choose_setting_lr(run, setting: StudySetting, grid: Sequence[float], train_val: Callable[[float, int], float],
+                      max_steps: int | None = None) -> tuple[float, dict[str, Any]]:
+    """:func:`choose_lr_in_run` with the setting's pilots (``lr_pilot_steps``, at most ``max_steps`` on a dry run).
+
+    Args:
+        run: the ``common.runs.Run`` of the study run.
+        setting: the study setting.
+        grid: the learning rates tried.
+        train_val: trains a fresh model with (lr, steps) and returns its validation top-1.
+        max_steps: the run's ``--max-steps`` (a dry run), or None.
+
+    Returns:
+        (the chosen LR, the summary's ``extra`` fields that record the choice: lr, lr_grid, pilot_steps,
+        lr_pilots_val_top1).
+    """
+    pilot_steps = min(setting.lr_pilot_steps, max_steps or 10**9)
+    lr, pilots = choose_lr_in_run(run, train_val, grid, pilot_steps)
+    return lr, {"lr": lr, "lr_grid": list(grid), "pilot_steps": pilot_steps,
+                "lr_pilots_val_top1": {str(k): v for k, v in pilots.items()}}
+
+
+def float_reference_fields(setting: str, seed: int = 0) -> dict[str, Any]:
+    """The summary's ``fp_value`` and ``fp_recipe`` from :func:`float_reference`; {} when none is approved."""
+    ref = float_reference(setting, seed)
+    return {"fp_value": ref[0], "fp_recipe": ref[1]} if ref else {}
+
+
+def start_run(cfg, paper: str, key: str, float_layers: dict[str, Sequence[str]], method: str):
+    """The start of a paper's study run (``cfg.setting`` set): the setting, its data and the new run folder.
+
+    Args:
+        cfg: the run's Config (setting, data_dir, limit_train, limit_test and what ``Run.start`` records).
+        paper: the package name (``runs/<paper>/``).
+        key: the run's key settings (the run folder's name).
+        float_layers: per architecture, the layers the method keeps float; they must be the setting's
+            ``keep_float`` (NnqError otherwise, before any folder is made).
+        method: the method's name in that error.
+
+    Returns:
+        (the StudySetting, its data from :func:`load_data`, the started ``common.runs.Run``).
+    """
+    from common.runs import Run
+
+    setting = get_setting(cfg.setting)
+    data = load_data(setting, cfg.data_dir, limit_train=cfg.limit_train, limit_test=cfg.limit_test)
+    layers = tuple(float_layers[setting.arch])
+    if layers != tuple(setting.keep_float):
+        raise NnqError(f"{setting.name} keeps {setting.keep_float} float; {method} keeps {layers} of "
+                       f"{setting.arch} float")
+    return setting, data, Run.start(paper, cfg, key)
+
 # --------------------------------------------------------------------------------------- float reference
 
 
@@ -144,7 +209,7 @@ def float_main(cfg) -> Any:
                                  module_fields, save_fp32)
     from common.results import STUDY
     from common.runs import Run
-    from common.train import cosine_per_step, fit, seed_everything
+    from common.train import seed_everything
 
     setting = get_setting(cfg.setting)
     if cfg.threads:
@@ -158,9 +223,7 @@ def float_main(cfg) -> Any:
         model = load_float_model(setting, cfg.data_dir)
         opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=recipe.momentum, nesterov=recipe.nesterov,
                               weight_decay=recipe.weight_decay)
-        res = fit(model, data, steps=steps, batch_size=setting.batch_size, optimizer=opt,
-                  scheduler=cosine_per_step(opt, steps), scheduler_interval="step", run=run_, tag=tag,
-                  seed=cfg.seed, desc=tag, precision=cfg.precision)
+        res = fit_setting(model, data, setting, opt, steps, run=run_, tag=tag, seed=cfg.seed, precision=cfg.precision)
         return model, res
 
     with run.guard():

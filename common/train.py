@@ -2,13 +2,17 @@
 
 ``fit`` trains a model for a budget of epochs or of optimizer steps on a data source — in-memory tensors
 (:class:`common.data.DataBundle`) or a streaming folder data set — and evaluates it on the **validation**
-split after every epoch (and at the end); the test split is never read here: a paper's ``train.py`` reads
-it once per reported model (:func:`common.evaluate.evaluate_split`). Each evaluation is appended to the
-run's ``metrics.jsonl``; an atomic checkpoint is written after every epoch and every ``ckpt_every`` steps,
-so that ``--resume RUN_DIR`` continues exactly where the last checkpoint was taken, in the middle of an
-epoch too (model, optimizer, schedule, callbacks, random state and the position in the epoch's data order
-are restored; the order and augmentation are functions of seed, epoch and batch index).
+split after every epoch (and at the end); ``fit`` never reads the test split: a paper's ``train.py`` reads
+it once per reported model (:func:`common.evaluate.evaluate_split`), as :func:`float_start` does for the float
+reference it reports (``fp_value``). Each evaluation is appended to the run's ``metrics.jsonl``; an atomic
+checkpoint is written after every epoch and every ``ckpt_every`` steps, so that ``--resume RUN_DIR`` continues
+exactly where the last checkpoint was taken, in the middle of an epoch too (model, optimizer, schedule,
+callbacks, random state and the position in the epoch's data order are restored; the order and augmentation
+are functions of seed, epoch and batch index).
 Papers hook their per-step work (weight clipping, pruning masks, basis updates) into :class:`Callback`.
+A run in a paper's own setting starts from :func:`float_start` (given float weights, or a float twin trained
+here, e.g. by :func:`sgd_float_twin`); the ``main`` of a paper with both a paper and a study path can be
+:func:`run_paper_or_study`.
 
 Options for paper-scale runs: a step budget with a per-step schedule (:func:`cosine_per_step`), gradient
 accumulation, mixed precision through accelerate (``bf16`` on GPUs; fp32 stays the CPU default because
@@ -27,6 +31,7 @@ its shard of every epoch's permutation; gradients are averaged by DDP; only the 
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 import random
 import sys
@@ -299,6 +304,85 @@ def fit(model: nn.Module, data: Any, *, optimizer: torch.optim.Optimizer, batch_
                                                   "loss": last["val_loss"]}
     return {"val": val, "history": history, "steps": ctx.step, "train_time_s": round(train_time, 3),
             "truncated": stop_at < budget}
+
+
+def run_paper_or_study(cfg: Any, callbacks: Iterable[Callback], paper_main: Callable[..., Any],
+                       study_main: Callable[..., Any]) -> Any:
+    """A paper's ``main``: ``study_main(cfg, callbacks)`` for a study run (``cfg.setting`` set), else
+    ``paper_main(cfg, callbacks)``; ``cfg.threads`` torch threads when given (``main`` called from Python)."""
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    return study_main(cfg, callbacks) if cfg.setting else paper_main(cfg, callbacks)
+
+
+def float_start(data: Any, build: Callable[[], nn.Module], *, weights: str | None = None,
+                data_dir: str | None = None, name: str = "network", twin: Callable[[nn.Module], str] | None = None,
+                twin_is_start: bool = True,
+                weights_recipe: str = "as given (not fine-tuned)") -> tuple[nn.Module, dict[str, Any]]:
+    """The float network a run in a paper's own setting starts from, and its float reference for the summary.
+
+    Given ``weights``, the start is ``build()`` holding them and ``fp_value`` their test top-1. Else the start is
+    ``build()`` at its random initialisation and, with ``twin``, a float twin of it trained here gives ``fp_value``.
+
+    Args:
+        data: the run's data source (its test split gives fp_value).
+        build: makes the float network at its random initialisation.
+        weights: trained float weights, a path (a relative one is looked up in $NNQ_WEIGHTS_DIR); ``twin`` is then
+            not used.
+        data_dir: passed to :func:`common.data.find_weights`.
+        name: the network in a loading error ("the float NAME").
+        twin: trains a float network in place (the paper's float recipe) and returns that recipe in words (the
+            summary's fp_recipe); None: no float reference (empty fp fields).
+        twin_is_start: the trained twin is the start (methods that quantize a trained float network); False: the
+            twin is trained on a copy and the start stays at its random initialisation (methods trained from
+            scratch, the twin only for fp_value).
+        weights_recipe: fp_recipe of given weights, after "the float weights WEIGHTS, ".
+
+    Returns:
+        (the float start, in train mode; ``{"fp_value": test top-1, "fp_recipe": how it was made}`` or {}).
+    """
+    from common.data import find_weights
+    from common.models import load_float_weights
+
+    def reference(model: nn.Module, recipe: str) -> dict[str, Any]:
+        return {"fp_value": round(evaluate_split(model, data, "test")["top1"], 4), "fp_recipe": recipe}
+
+    if weights:
+        model = load_float_weights(build(), find_weights(weights, data_dir=data_dir), f"the float {name}")
+        return model, reference(model, f"the float weights {weights}, {weights_recipe}")
+    model = build()
+    if twin is None:
+        return model, {}
+    trained = model if twin_is_start else copy.deepcopy(model)
+    return model, reference(trained, twin(trained))
+
+
+def sgd_float_twin(cfg: Any, data: Any, run: Run | None,
+                   optimizer: Callable[[nn.Module, float, float, float], torch.optim.Optimizer]
+                   ) -> Callable[[nn.Module], str] | None:
+    """The float twin recipe of :func:`float_start` for papers that fine-tune a trained float network: SGD at
+    ``cfg.baseline_lr`` with momentum ``cfg.momentum`` and weight decay 1e-4, cosine per epoch over
+    ``cfg.baseline_epochs`` epochs of batch ``cfg.batch_size`` (stage "float" of ``run``); None when
+    ``cfg.baseline_epochs`` is 0.
+
+    Args:
+        cfg: the run's Config (baseline_epochs, baseline_lr, momentum, batch_size, seed).
+        data: the run's data source.
+        run: the run (the twin's checkpoints and metrics), or None.
+        optimizer: ``optimizer(model, lr, momentum, weight_decay)``, the paper's SGD (its parameter groups).
+    """
+    if not cfg.baseline_epochs:
+        return None
+
+    def train(model: nn.Module) -> str:
+        opt = optimizer(model, cfg.baseline_lr, cfg.momentum, 1e-4)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.baseline_epochs)
+        fit(model, data, epochs=cfg.baseline_epochs, batch_size=cfg.batch_size, optimizer=opt, scheduler=sched,
+            run=run, tag="float", seed=cfg.seed, desc="float twin")
+        return (f"float twin, {cfg.baseline_epochs} epochs, SGD momentum {cfg.momentum}, LR {cfg.baseline_lr:g}, "
+                "weight decay 1e-4, cosine")
+
+    return train
 
 
 class _Diverged(Exception):

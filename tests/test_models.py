@@ -184,8 +184,8 @@ def test_lenet5_caffe_param_count_and_shape():
 
 
 def test_load_state_file_round_trips_and_refuses_a_foreign_or_missing_file(tmp_path):
-    # the float-weights loader of the quick presets (lsq, lqnets): both file kinds load exactly; a file made for
-    # another network, a truncated file and a missing one are each one NnqError that names the file
+    # both file kinds load exactly; a file made for another network, a truncated file and a missing one are each
+    # one NnqError that names the file
     from safetensors.torch import save_file
 
     from common.models import SmallConvNet, load_state_file
@@ -204,3 +204,99 @@ def test_load_state_file_round_trips_and_refuses_a_foreign_or_missing_file(tmp_p
     for name in ("bad.safetensors", "missing.safetensors", "missing.pt"):
         with pytest.raises(NnqError, match=name):
             load_state_file(SmallConvNet(1, 10, 8), tmp_path / name, "the float smallconv")
+
+
+def test_load_float_weights_reads_plain_and_dataparallel_files_into_a_training_model(tmp_path):
+    # the float start of the paper presets (lsq, lqnets, dorefa): a plain state dict and one saved from
+    # DataParallel (akamaster's layout: {"state_dict": {"module.<key>": ...}}) load exactly, in train mode
+    from common.models import load_float_weights
+
+    torch.manual_seed(0)
+    src = resnet20()
+    torch.save(src.state_dict(), tmp_path / "plain.pt")
+    torch.save({"state_dict": {f"module.{k}": v for k, v in src.state_dict().items()}}, tmp_path / "dp.th")
+    x = torch.randn(2, 3, 32, 32)
+    for name in ("plain.pt", "dp.th"):
+        dst = load_float_weights(resnet20(), tmp_path / name, "the float resnet20")
+        assert dst.training
+        assert torch.equal(dst.eval()(x), src.eval()(x))
+    with pytest.raises(NnqError, match="does not match the float resnet56"):
+        load_float_weights(resnet56(), tmp_path / "dp.th", "the float resnet56")
+
+
+class _ScaledConv(nn.Conv2d):
+    """A stand-in for a paper's quantized conv: its own state (a step ``s``, a buffer) beside the float layer's;
+    ``scale`` 1 (off) computes exactly the float layer."""
+
+    def __init__(self, *args, scale: float = 1.0, **kw):
+        super().__init__(*args, **kw)
+        self.s = nn.Parameter(torch.tensor(scale))
+        self.register_buffer("calls", torch.zeros(()))
+
+    def forward(self, x):
+        return self._conv_forward(x, self.weight * self.s, self.bias)
+
+
+class _ScaledLinear(nn.Linear):
+    def __init__(self, in_features, out_features, bias=True, *, scale: float = 1.0):
+        super().__init__(in_features, out_features, bias=bias)
+        self.s = nn.Parameter(torch.tensor(scale))
+
+    def forward(self, x):
+        return nn.functional.linear(x, self.weight * self.s, self.bias)
+
+
+@pytest.mark.parametrize("make, cls, shape", [
+    (lambda: nn.Conv2d(4, 6, 3, stride=2, padding=2, dilation=2, groups=2, bias=False, padding_mode="reflect"),
+     _ScaledConv, (2, 4, 9, 9)),
+    (lambda: nn.Conv2d(3, 5, (1, 3), padding=(0, 1)), _ScaledConv, (2, 3, 6, 6)),
+    (lambda: nn.Linear(7, 5), _ScaledLinear, (3, 7)),
+    (lambda: nn.Linear(7, 5, bias=False), _ScaledLinear, (3, 7)),
+])
+def test_from_float_layer_copies_every_parameter_and_buffer_and_computes_as_the_float_layer(make, cls, shape):
+    from common.models import from_float_layer
+
+    torch.manual_seed(0)
+    m = make()
+    q = from_float_layer(cls, m)
+    assert type(q) is cls
+    own = dict(q.state_dict())
+    for k, v in m.state_dict().items():  # every float tensor copied (equal), not shared
+        assert torch.equal(own[k], v) and own[k].data_ptr() != v.data_ptr(), k
+    assert q.s.item() == 1.0  # the subclass's own state keeps its constructor's value
+    x = torch.randn(*shape)
+    assert torch.equal(q(x), m(x))  # quantization off: exactly the float layer
+    assert repr(q).split("(", 1)[1] == repr(m).split("(", 1)[1]  # same constructor arguments
+    assert not torch.equal(from_float_layer(cls, m, scale=0.5)(x), m(x))  # keywords reach the constructor
+
+
+def test_from_float_layer_refuses_state_the_subclass_cannot_hold_and_other_layers():
+    from common.models import from_float_layer
+
+    bn_like = nn.Linear(3, 2)
+    bn_like.register_buffer("running_mean", torch.zeros(2))
+    with pytest.raises(TypeError, match="running_mean"):
+        from_float_layer(_ScaledLinear, bn_like)
+    with pytest.raises(TypeError, match="Conv2d or nn.Linear"):
+        from_float_layer(_ScaledLinear, nn.BatchNorm2d(3))
+
+
+@pytest.mark.parametrize("module, conv, linear, off", [
+    ("papers.lsq.lsq", "LsqConv2d", "LsqLinear", {"w_bits": None, "a_bits": None}),
+    ("papers.lqnets.lqnets", "LqConv2d", "LqLinear", {"w_bits": None, "a_bits": None}),
+    ("papers.dorefa.dorefa", "DorefaConv2d", "DorefaLinear", {"w_bits": 32, "a_bits": 32, "g_bits": 32}),
+])
+def test_every_papers_from_float_with_quantization_off_is_the_float_layer(module, conv, linear, off):
+    # the papers' from_float go through common.models.from_float_layer: with no bits, the quantized layer holds the
+    # float layer's tensors under the same keys and computes exactly what it computes
+    import importlib
+
+    mod = importlib.import_module(module)
+    torch.manual_seed(0)
+    for m, cls, x in ((nn.Conv2d(3, 4, 3, stride=2, padding=1), getattr(mod, conv), torch.rand(2, 3, 8, 8)),
+                      (nn.Linear(6, 5), getattr(mod, linear), torch.rand(3, 6))):
+        q = cls.from_float(m, **off)
+        assert isinstance(q, type(m))
+        own = q.state_dict()
+        assert all(torch.equal(own[k], v) for k, v in m.state_dict().items())
+        assert torch.equal(q(x), m(x))

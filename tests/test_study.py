@@ -44,3 +44,42 @@ def test_pilots_are_kept_in_the_run_folder_and_a_resumed_choice_does_not_rerun_t
 def test_pareto_front_keeps_only_points_no_other_beats_in_size_and_accuracy():
     points = [(32.0, 90.0), (1.0, 60.0), (4.0, 88.0), (4.0, 80.0), (8.0, 87.0), (2.0, 50.0)]
     assert pareto_front(points) == [1, 2, 0]
+
+
+def test_choose_setting_lr_runs_the_settings_pilots_cut_to_a_dry_run_and_records_the_choice(tmp_path):
+    from common.settings import get_setting
+    from common.study import choose_setting_lr
+
+    setting = get_setting("cifar10_resnet20")
+    steps = []
+    scores = {0.1: 40.0, 0.01: 60.0}
+    lr, fields = choose_setting_lr(_RunFolder(tmp_path), setting, (0.1, 0.01),
+                                   lambda lr, n: steps.append(n) or scores[lr])
+    assert lr == 0.01 and steps == [setting.lr_pilot_steps] * 2
+    assert fields == {"lr": 0.01, "lr_grid": [0.1, 0.01], "pilot_steps": setting.lr_pilot_steps,
+                      "lr_pilots_val_top1": {"0.1": 40.0, "0.01": 60.0}}
+    steps.clear()
+    _, fields = choose_setting_lr(_RunFolder(tmp_path / "dry"), setting, (0.1,), lambda lr, n: steps.append(n) or 1.0,
+                                  max_steps=2)
+    assert steps == [2] and fields["pilot_steps"] == 2
+
+
+def test_start_run_refuses_a_method_whose_float_layers_are_not_the_settings(tmp_path):
+    import dataclasses
+
+    import pytest
+
+    from common.errors import NnqError
+    from common.settings import get_setting
+    from common.study import load_data, start_run
+    from papers.lsq.config import PRESETS
+
+    setting = get_setting("cifar10_resnet20")
+    cfg = dataclasses.replace(PRESETS["cifar10_resnet20"], out_dir=str(tmp_path), limit_train=64, limit_test=16)
+    try:
+        load_data(setting, limit_train=64, limit_test=16)
+    except NnqError as exc:  # the shared CIFAR-10 copy is not on this machine
+        pytest.skip(str(exc))
+    with pytest.raises(NnqError, match=r"keeps \('conv1', 'linear'\) float; LSQ keeps \('conv1',\)"):
+        start_run(cfg, "lsq", "key", {setting.arch: ("conv1",)}, "LSQ")
+    assert not (tmp_path / "lsq").exists()  # no run folder for a refused run

@@ -6,7 +6,8 @@ import torch
 from common.data import load_dataset
 from common.models import MLP
 from common.runs import Run
-from common.train import Callback, cosine_per_step, fit, seed_everything
+from common.evaluate import evaluate_split
+from common.train import Callback, cosine_per_step, fit, float_start, seed_everything, sgd_float_twin
 
 
 class StopAfterStep(Callback):
@@ -86,3 +87,69 @@ def test_bf16_autocast_trains_and_fp32_weights_stay_fp32():
     assert res["steps"] == 3 and res["val"]["loss"] == res["val"]["loss"]  # finite, not NaN
     assert all(p.dtype == torch.float32 for p in model.parameters())
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+def _state(model):
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def _same(a, b):
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_float_start_trains_the_twin_as_the_start_or_on_a_copy_and_reports_its_test_top1():
+    data = load_dataset("synthetic", val_size=64)
+    build = lambda: (seed_everything(1), MLP(64, (16,), 10))[1]  # noqa: E731 - the same initialisation each call
+    init = _state(build())
+    seen = []
+
+    def twin(model):
+        seen.append(model)
+        fit(model, data, steps=20, batch_size=32, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), seed=0)
+        return "SGD, 20 steps"
+
+    start, fp = float_start(data, build, twin=twin)  # the twin is the start (fine-tuning methods)
+    assert seen == [start] and not _same(_state(start), init) and start.training
+    assert fp == {"fp_value": round(evaluate_split(start, data, "test")["top1"], 4), "fp_recipe": "SGD, 20 steps"}
+    assert fp["fp_value"] > 30  # the twin learned (10 classes: chance is 10%)
+
+    start, fp2 = float_start(data, build, twin=twin, twin_is_start=False)  # from scratch, the twin only for fp
+    assert seen[-1] is not start and _same(_state(start), init)
+    assert fp2 == {"fp_value": round(evaluate_split(seen[-1], data, "test")["top1"], 4), "fp_recipe": "SGD, 20 steps"}
+
+    start, fp3 = float_start(data, build)  # no twin: no float reference
+    assert fp3 == {} and _same(_state(start), init)
+
+
+def test_float_start_from_weights_loads_them_and_does_not_train(tmp_path):
+    data = load_dataset("synthetic", val_size=64)
+    seed_everything(0)
+    trained = MLP(64, (16,), 10)
+    fit(trained, data, steps=20, batch_size=32, optimizer=torch.optim.SGD(trained.parameters(), lr=0.1), seed=0)
+    torch.save(trained.state_dict(), tmp_path / "mlp.pt")
+    twin = lambda m: pytest.fail("given weights: no twin")  # noqa: E731
+    start, fp = float_start(data, lambda: MLP(64, (16,), 10), weights=str(tmp_path / "mlp.pt"), name="mlp", twin=twin)
+    assert _same(_state(start), _state(trained)) and start.training
+    assert fp == {"fp_value": round(evaluate_split(trained, data, "test")["top1"], 4),
+                  "fp_recipe": f"the float weights {tmp_path / 'mlp.pt'}, as given (not fine-tuned)"}
+
+
+def test_sgd_float_twin_trains_by_its_recipe_and_is_none_without_epochs():
+    from types import SimpleNamespace
+
+    data = load_dataset("synthetic", val_size=64)
+    cfg = SimpleNamespace(baseline_epochs=2, baseline_lr=0.05, momentum=0.9, batch_size=32, seed=0)
+    made = []
+
+    def sgd(model, lr, momentum, weight_decay):
+        made.append((lr, momentum, weight_decay))
+        return torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+
+    seed_everything(0)
+    model = MLP(64, (16,), 10)
+    before = evaluate_split(model, data, "val")["top1"]
+    recipe = sgd_float_twin(cfg, data, None, sgd)(model)
+    assert made == [(0.05, 0.9, 1e-4)]
+    assert recipe == "float twin, 2 epochs, SGD momentum 0.9, LR 0.05, weight decay 1e-4, cosine"
+    assert evaluate_split(model, data, "val")["top1"] > max(before, 30)
+    assert sgd_float_twin(SimpleNamespace(**{**vars(cfg), "baseline_epochs": 0}), data, None, sgd) is None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from common.cli import BaseConfig
+from common.cli import BaseConfig, check_shared_fields
 from common.errors import NnqError
 from papers.dorefa.models import ARCHS
 
@@ -73,16 +73,7 @@ class Config(BaseConfig):
             raise NnqError(f"--weight-decay must be 0 or more, got {self.weight_decay}")
         if self.lr_decay_epochs < 0:
             raise NnqError(f"--lr-decay-epochs must be 0 or more, got {self.lr_decay_epochs}")
-        if self.baseline_epochs < 0:
-            raise NnqError(f"--baseline-epochs must be 0 or more, got {self.baseline_epochs}")
-        if self.normalize not in ("default", "imagenet", "none"):
-            raise NnqError(f"--normalize must be default, imagenet or none, got {self.normalize!r}")
-        if self.setting is not None:
-            from common.settings import get_setting
-
-            get_setting(self.setting)
-        if any(lr <= 0 for lr in self.lr_grid):
-            raise NnqError(f"--lr-grid values must be positive, got {self.lr_grid}")
+        check_shared_fields(self, "baseline_epochs", "normalize", "setting", "lr_grid")
 
 
 PRESETS: dict[str, Config] = {

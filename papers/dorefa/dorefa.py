@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from common.errors import NnqError
+from common.models import from_float_layer
 
 FLOAT_BITS = 32
 """A bit width of 32 means full precision (the paper's W/A/G = 32)."""
@@ -238,10 +239,7 @@ class DorefaConv2d(_DorefaLayer, nn.Conv2d):
     @classmethod
     def from_float(cls, m: nn.Conv2d, **kw) -> "DorefaConv2d":
         """A quantized copy of ``m``: same weights, same state-dict keys."""
-        q = cls(m.in_channels, m.out_channels, m.kernel_size, stride=m.stride, padding=m.padding,
-                dilation=m.dilation, groups=m.groups, bias=m.bias is not None, padding_mode=m.padding_mode, **kw)
-        q.load_state_dict(m.state_dict())
-        return q.to(m.weight.device)
+        return from_float_layer(cls, m, **kw)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self._conv_forward(self.quantized_input(x), self.quantized_weight(), self.bias)
@@ -261,9 +259,7 @@ class DorefaLinear(_DorefaLayer, nn.Linear):
 
     @classmethod
     def from_float(cls, m: nn.Linear, **kw) -> "DorefaLinear":
-        q = cls(m.in_features, m.out_features, bias=m.bias is not None, **kw)
-        q.load_state_dict(m.state_dict())
-        return q.to(m.weight.device)
+        return from_float_layer(cls, m, **kw)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = F.linear(self.quantized_input(x), self.quantized_weight(), self.bias)

@@ -22,12 +22,12 @@ from torch import nn
 
 from common import study
 from common.cli import cli_main
-from common.data import find_weights, load_dataset
+from common.data import load_dataset
 from common.errors import NnqError
 from common.evaluate import count_params, evaluate_split, file_size, fp32_size_bytes, model_bits
 from common.runs import Run
 from common.settings import get_setting
-from common.train import Callback, cosine_per_step, fit, seed_everything
+from common.train import Callback, cosine_per_step, fit, float_start, run_paper_or_study, seed_everything
 from papers.dorefa.artifact import load_packed, save_packed, stored_fields
 from papers.dorefa.config import PRESETS, STUDY_LR_GRID, Config
 from papers.dorefa.dorefa import FLOAT_BITS, quantize_model_
@@ -104,25 +104,19 @@ def _row(cfg: Config, model: nn.Module, data, test: dict, chk: dict, res: dict, 
     }
 
 
-def _load_float(cfg: Config, input_shape, num_classes: int) -> nn.Module:
-    path = find_weights(cfg.weights, data_dir=cfg.data_dir)
-    if cfg.arch == "resnet20":
-        from common.models import load_resnet_cifar
+def _float_twin(cfg: Config, data, run: Run):
+    """The float twin (W32A32G32) of the paper-setting recipe, for fp_value; None without --baseline-epochs."""
+    if not cfg.baseline_epochs:
+        return None
 
-        return load_resnet_cifar(20, path, num_classes).train()
-    model = build_float(cfg.arch, input_shape, num_classes, cfg.width)
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
+    def train(model: nn.Module) -> str:
+        fp_cfg = copy.copy(cfg)
+        fp_cfg.epochs = cfg.baseline_epochs
+        _fit(fp_cfg, model, data, run, "float")
+        return (f"float twin (W32A32G32), {cfg.baseline_epochs} epochs, {cfg.optimizer} LR {cfg.lr:g}, "
+                "from scratch")
 
-            state = load_file(str(path))
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        model.load_state_dict(state.get("state_dict", state) if isinstance(state, dict) else state)
-    except Exception as exc:  # noqa: BLE001 - any unreadable or mismatching file is the same error for the user
-        raise NnqError(f"--weights {path}: not a {cfg.arch} state dict ({type(exc).__name__}); pass the float "
-                       "network's weights") from None
-    return model
+    return train
 
 
 def _paper_main(cfg: Config, callbacks: Iterable[Callback]) -> dict:
@@ -131,22 +125,10 @@ def _paper_main(cfg: Config, callbacks: Iterable[Callback]) -> dict:
     run = Run.start(PAPER, cfg, run_key(cfg))
     with run.guard():
         seed_everything(cfg.seed)
-        fp: dict = {}
-        if cfg.weights:
-            float_model = _load_float(cfg, data.input_shape, data.num_classes)
-            fp = {"fp_value": round(evaluate_split(float_model, data, "test")["top1"], 4),
-                  "fp_recipe": f"the float weights {cfg.weights}, as given"}
-        else:
-            float_model = build_float(cfg.arch, data.input_shape, data.num_classes, cfg.width)
-        start = copy.deepcopy(float_model)  # the DoReFa-Net starts from these weights (random: from scratch)
-        if cfg.baseline_epochs and not cfg.weights:
-            twin = copy.deepcopy(float_model)
-            fp_cfg = copy.copy(cfg)
-            fp_cfg.epochs = cfg.baseline_epochs
-            _fit(fp_cfg, twin, data, run, "float")
-            fp = {"fp_value": round(evaluate_split(twin, data, "test")["top1"], 4),
-                  "fp_recipe": f"float twin (W32A32G32), {cfg.baseline_epochs} epochs, {cfg.optimizer} LR "
-                               f"{cfg.lr:g}, from scratch"}
+        # the DoReFa-Net starts from the given float weights, else from scratch; a float twin of its recipe: fp_value
+        start, fp = float_start(data, lambda: build_float(cfg.arch, data.input_shape, data.num_classes, cfg.width),
+                                weights=cfg.weights, data_dir=cfg.data_dir, name=cfg.arch, weights_recipe="as given",
+                                twin=_float_twin(cfg, data, run), twin_is_start=False)
         model = build_dorefa(cfg, start, cfg.arch)
         res = _fit(cfg, model, data, run, "dorefa", callbacks)
         test = evaluate_split(model, data, "test")
@@ -159,37 +141,28 @@ def _paper_main(cfg: Config, callbacks: Iterable[Callback]) -> dict:
 
 
 def _study_main(cfg: Config, callbacks: Iterable[Callback]) -> dict:
-    setting = get_setting(cfg.setting)
-    data = study.load_data(setting, cfg.data_dir, limit_train=cfg.limit_train, limit_test=cfg.limit_test)
+    setting, data, run = study.start_run(cfg, PAPER, run_key(cfg), EDGE_LAYERS, "DoReFa")
     grid = cfg.lr_grid or STUDY_LR_GRID
-    if tuple(EDGE_LAYERS[setting.arch]) != tuple(setting.keep_float):
-        raise NnqError(f"{setting.name} keeps {setting.keep_float} float; DoReFa's {setting.arch} edge layers are "
-                       f"{EDGE_LAYERS[setting.arch]}")
-    run = Run.start(PAPER, cfg, run_key(cfg))
 
     def train(lr: float, steps: int, run_: Run | None, tag: str, cbs: Iterable[Callback] = ()):
         seed_everything(cfg.seed)
         float_model = study.load_float_model(setting, cfg.data_dir)
         model = build_dorefa(cfg, float_model, setting.arch)
         opt = _optimizer(model, cfg, lr)
-        res = fit(model, data, steps=steps, batch_size=setting.batch_size, optimizer=opt,
-                  scheduler=cosine_per_step(opt, steps), scheduler_interval="step", callbacks=cbs,
-                  run=run_, tag=tag, seed=cfg.seed, desc=tag, precision=cfg.precision)
+        res = study.fit_setting(model, data, setting, opt, steps, run=run_, tag=tag, seed=cfg.seed,
+                                precision=cfg.precision, callbacks=cbs)
         return model, float_model, res
 
     with run.guard():
-        pilot_steps = min(setting.lr_pilot_steps, cfg.max_steps or 10**9)
-        lr, pilots = study.choose_lr_in_run(
-            run, lambda lr_, n: train(lr_, n, None, f"pilot lr {lr_:g}")[2]["val"]["top1"], grid, pilot_steps)
+        lr, lr_fields = study.choose_setting_lr(
+            run, setting, grid, lambda lr_, n: train(lr_, n, None, f"pilot lr {lr_:g}")[2]["val"]["top1"],
+            max_steps=cfg.max_steps)
         model, float_model, res = train(lr, setting.steps, run, "dorefa", callbacks)
         test = evaluate_split(model, data, "test")
         chk = _artifact_check(model, data, run, lambda: build_dorefa(cfg, float_model, setting.arch))
-        ref = study.float_reference(setting.name, cfg.seed)
-        fp = {"fp_value": ref[0], "fp_recipe": ref[1]} if ref else {}
+        fp = study.float_reference_fields(setting.name, cfg.seed)
         return run.finish(_row(cfg, model, data, test, chk, res, fp, setting=setting.name,
-                               extra={"lr": lr, "lr_grid": list(grid), "pilot_steps": pilot_steps,
-                                      "lr_pilots_val_top1": {str(k): v for k, v in pilots.items()},
-                                      "arch": setting.arch, "schedule": setting.schedule,
+                               extra={**lr_fields, "arch": setting.arch, "schedule": setting.schedule,
                                       "optimizer": f"{cfg.optimizer}, weight decay {cfg.weight_decay:g}",
                                       "start": setting.weights}))
 
@@ -201,9 +174,7 @@ def main(cfg: Config, callbacks: Iterable[Callback] = ()) -> dict:
         cfg: a validated Config (see ``config.PRESETS``).
         callbacks: extra callbacks for the DoReFa stage (tests use one to interrupt).
     """
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    return _study_main(cfg, callbacks) if cfg.setting else _paper_main(cfg, callbacks)
+    return run_paper_or_study(cfg, callbacks, _paper_main, _study_main)
 
 
 if __name__ == "__main__":

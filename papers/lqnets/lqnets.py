@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from common.errors import NnqError
+from common.models import from_float_layer
 
 MOMENTUM = 0.9
 """Moving-average factor of the basis (the official code's MOVING_AVERAGES_FACTOR): v <- 0.9 v + 0.1 v_QEM."""
@@ -307,10 +308,7 @@ class LqConv2d(_LqLayer, nn.Conv2d):
     @classmethod
     def from_float(cls, m: nn.Conv2d, **kw) -> "LqConv2d":
         """A quantized copy of ``m`` (same weights and state-dict keys, plus the bases)."""
-        q = cls(m.in_channels, m.out_channels, m.kernel_size, stride=m.stride, padding=m.padding,
-                dilation=m.dilation, groups=m.groups, bias=m.bias is not None, padding_mode=m.padding_mode, **kw)
-        q.load_state_dict(m.state_dict(), strict=False)
-        return q.to(m.weight.device)
+        return from_float_layer(cls, m, **kw)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._conv_forward(self.quantized_input(x), self.quantized_weight(), self.bias)
@@ -326,9 +324,7 @@ class LqLinear(_LqLayer, nn.Linear):
 
     @classmethod
     def from_float(cls, m: nn.Linear, **kw) -> "LqLinear":
-        q = cls(m.in_features, m.out_features, bias=m.bias is not None, **kw)
-        q.load_state_dict(m.state_dict(), strict=False)
-        return q.to(m.weight.device)
+        return from_float_layer(cls, m, **kw)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(self.quantized_input(x), self.quantized_weight(), self.bias)

@@ -24,13 +24,13 @@ from torch import nn
 
 from common import study
 from common.cli import cli_main
-from common.data import find_weights, load_dataset
+from common.data import load_dataset
 from common.errors import NnqError
-from common.models import load_resnet_cifar, load_state_file
 from common.evaluate import count_params, evaluate_split, file_size, fp32_size_bytes, model_bits
 from common.runs import Run
 from common.settings import get_setting
-from common.train import Callback, TrainContext, cosine_per_step, fit, seed_everything
+from common.train import (Callback, TrainContext, fit, float_start, run_paper_or_study, seed_everything,
+                          sgd_float_twin)
 from papers.lqnets.artifact import load_planes, save_planes, stored_fields
 from papers.lqnets.bitwise import bitwise_forward, bitwise_layers
 from papers.lqnets.config import PRESETS, STUDY_LR_GRID, Config
@@ -185,13 +185,6 @@ def _row(cfg: Config, model: nn.Module, data, test: dict, chk: dict, res: dict, 
     }
 
 
-def _load_float(cfg: Config, arch: str, input_shape, num_classes: int) -> nn.Module:
-    path = find_weights(cfg.weights, data_dir=cfg.data_dir)
-    if arch == "resnet20":
-        return load_resnet_cifar(20, path, num_classes).train()
-    return load_state_file(build_float(arch, input_shape, num_classes), path, f"the float {arch}").train()
-
-
 def _scheduler(cfg: Config, opt: torch.optim.Optimizer):
     if cfg.lr_milestones:  # the official ImageNet schedule: LR / 10 at each milestone epoch
         return torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(cfg.lr_milestones), gamma=0.1)
@@ -204,21 +197,9 @@ def _paper_main(cfg: Config, callbacks: Iterable[Callback]) -> dict:
     run = Run.start(PAPER, cfg, run_key(cfg))
     with run.guard():
         seed_everything(cfg.seed)
-        fp: dict = {}
-        if cfg.weights:
-            float_model = _load_float(cfg, cfg.arch, data.input_shape, data.num_classes)
-            fp = {"fp_value": round(evaluate_split(float_model, data, "test")["top1"], 4),
-                  "fp_recipe": f"the float weights {cfg.weights}, as given (not fine-tuned)"}
-        else:
-            float_model = build_float(cfg.arch, data.input_shape, data.num_classes)
-            if cfg.baseline_epochs:
-                opt = _optimizer(float_model, cfg.baseline_lr, cfg.momentum, 1e-4)
-                sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.baseline_epochs)
-                fit(float_model, data, epochs=cfg.baseline_epochs, batch_size=cfg.batch_size, optimizer=opt,
-                    scheduler=sched, run=run, tag="float", seed=cfg.seed, desc="float twin")
-                fp = {"fp_value": round(evaluate_split(float_model, data, "test")["top1"], 4),
-                      "fp_recipe": f"float twin, {cfg.baseline_epochs} epochs, SGD momentum {cfg.momentum}, "
-                                   f"LR {cfg.baseline_lr:g}, weight decay 1e-4, cosine"}
+        float_model, fp = float_start(data, lambda: build_float(cfg.arch, data.input_shape, data.num_classes),
+                                      weights=cfg.weights, data_dir=cfg.data_dir, name=cfg.arch,
+                                      twin=sgd_float_twin(cfg, data, run, _optimizer))
         seed_everything(cfg.seed)
         model = build_lq(cfg, float_model, cfg.arch)
         opt = _optimizer(model, cfg.lr, cfg.momentum, cfg.weight_decay)
@@ -239,13 +220,8 @@ def _paper_main(cfg: Config, callbacks: Iterable[Callback]) -> dict:
 
 
 def _study_main(cfg: Config, callbacks: Iterable[Callback]) -> dict:
-    setting = get_setting(cfg.setting)
-    data = study.load_data(setting, cfg.data_dir, limit_train=cfg.limit_train, limit_test=cfg.limit_test)
+    setting, data, run = study.start_run(cfg, PAPER, run_key(cfg), KEEP_FLOAT, "LQ-Nets")
     grid = cfg.lr_grid or STUDY_LR_GRID
-    if tuple(KEEP_FLOAT[setting.arch]) != tuple(setting.keep_float):
-        raise NnqError(f"{setting.name} keeps {setting.keep_float} float; LQ-Nets' {setting.arch} keeps "
-                       f"{KEEP_FLOAT[setting.arch]}")
-    run = Run.start(PAPER, cfg, run_key(cfg))
 
     def train(lr: float, steps: int, run_: Run | None, tag: str, cbs: Iterable[Callback] = ()):
         seed_everything(cfg.seed)
@@ -253,15 +229,14 @@ def _study_main(cfg: Config, callbacks: Iterable[Callback]) -> dict:
         model = build_lq(cfg, float_model, setting.arch)
         opt = _optimizer(model, lr, cfg.momentum, cfg.weight_decay)
         cbs = list(cbs) or [QemCallback(cfg.log_every)]
-        res = fit(model, data, steps=steps, batch_size=setting.batch_size, optimizer=opt,
-                  scheduler=cosine_per_step(opt, steps), scheduler_interval="step", callbacks=cbs,
-                  run=run_, tag=tag, seed=cfg.seed, desc=tag, precision=cfg.precision)
+        res = study.fit_setting(model, data, setting, opt, steps, run=run_, tag=tag, seed=cfg.seed,
+                                precision=cfg.precision, callbacks=cbs)
         return model, float_model, res
 
     with run.guard():
-        pilot_steps = min(setting.lr_pilot_steps, cfg.max_steps or 10**9)
-        lr, pilots = study.choose_lr_in_run(
-            run, lambda lr_, n: train(lr_, n, None, f"pilot lr {lr_:g}")[2]["val"]["top1"], grid, pilot_steps)
+        lr, lr_fields = study.choose_setting_lr(
+            run, setting, grid, lambda lr_, n: train(lr_, n, None, f"pilot lr {lr_:g}")[2]["val"]["top1"],
+            max_steps=cfg.max_steps)
         log = QemCallback(cfg.log_every)
         model, float_model, res = train(lr, setting.steps, run, "lqnets", [log, *callbacks])
         run.write_json("bases.json", log.rows)
@@ -269,12 +244,9 @@ def _study_main(cfg: Config, callbacks: Iterable[Callback]) -> dict:
         levels = level_report(model, data)
         run.write_json("levels.json", levels)
         chk = _artifact_check(model, data, run, lambda: build_lq(cfg, float_model, setting.arch))
-        ref = study.float_reference(setting.name, cfg.seed)
-        fp = {"fp_value": ref[0], "fp_recipe": ref[1]} if ref else {}
+        fp = study.float_reference_fields(setting.name, cfg.seed)
         return run.finish(_row(cfg, model, data, test, chk, res, fp, levels, setting=setting.name,
-                               extra={"lr": lr, "lr_grid": list(grid), "pilot_steps": pilot_steps,
-                                      "lr_pilots_val_top1": {str(k): v for k, v in pilots.items()},
-                                      "weight_decay": cfg.weight_decay, "arch": setting.arch,
+                               extra={**lr_fields, "weight_decay": cfg.weight_decay, "arch": setting.arch,
                                       "schedule": setting.schedule,
                                       "optimizer": f"SGD, momentum {cfg.momentum}, weight decay "
                                                    f"{cfg.weight_decay:g} (conv/linear weights only)"}))
@@ -287,9 +259,7 @@ def main(cfg: Config, callbacks: Iterable[Callback] = ()) -> dict:
         cfg: a validated Config (see ``config.PRESETS``).
         callbacks: extra callbacks for the LQ stage (tests use one to interrupt).
     """
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    return _study_main(cfg, callbacks) if cfg.setting else _paper_main(cfg, callbacks)
+    return run_paper_or_study(cfg, callbacks, _paper_main, _study_main)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from common.cli import BaseConfig
+from common.cli import BaseConfig, check_shared_fields
 from common.errors import NnqError
 from papers.lsq.lsq import GRAD_SCALES, INITS
 
@@ -80,20 +80,7 @@ class Config(BaseConfig):
             raise NnqError(f"--momentum must be in [0, 1), got {self.momentum}")
         if self.weight_decay is not None and self.weight_decay < 0:
             raise NnqError(f"--weight-decay must be 0 or more, got {self.weight_decay}")
-        if self.baseline_epochs < 0:
-            raise NnqError(f"--baseline-epochs must be 0 or more, got {self.baseline_epochs}")
-        if not self.baseline_lr > 0:
-            raise NnqError(f"--baseline-lr must be positive, got {self.baseline_lr}")
-        if self.normalize not in ("default", "imagenet", "none"):
-            raise NnqError(f"--normalize must be default, imagenet or none, got {self.normalize!r}")
-        if self.setting is not None:
-            from common.settings import get_setting
-
-            get_setting(self.setting)
-        if any(lr <= 0 for lr in self.lr_grid):
-            raise NnqError(f"--lr-grid values must be positive, got {self.lr_grid}")
-        if self.log_every < 1:
-            raise NnqError(f"--log-every must be at least 1, got {self.log_every}")
+        check_shared_fields(self, "baseline_epochs", "baseline_lr", "normalize", "setting", "lr_grid", "log_every")
 
 
 PRESETS: dict[str, Config] = {

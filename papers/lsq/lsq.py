@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from common.errors import NnqError
+from common.models import from_float_layer
 
 GRAD_SCALES = ("nqp", "n", "one")
 """Gradient scale of s: ``nqp`` is the paper's g = 1/sqrt(N Q_P); ``n`` is 1/sqrt(N); ``one`` is no scale."""
@@ -197,10 +198,7 @@ class LsqConv2d(_LsqLayer, nn.Conv2d):
     @classmethod
     def from_float(cls, m: nn.Conv2d, **kw) -> "LsqConv2d":
         """A quantized copy of ``m`` (same weights, same state-dict keys plus the step sizes)."""
-        q = cls(m.in_channels, m.out_channels, m.kernel_size, stride=m.stride, padding=m.padding,
-                dilation=m.dilation, groups=m.groups, bias=m.bias is not None, padding_mode=m.padding_mode, **kw)
-        q.load_state_dict(m.state_dict(), strict=False)
-        return q.to(m.weight.device)
+        return from_float_layer(cls, m, **kw)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._conv_forward(self.quantized_input(x), self.quantized_weight(), self.bias)
@@ -216,9 +214,7 @@ class LsqLinear(_LsqLayer, nn.Linear):
 
     @classmethod
     def from_float(cls, m: nn.Linear, **kw) -> "LsqLinear":
-        q = cls(m.in_features, m.out_features, bias=m.bias is not None, **kw)
-        q.load_state_dict(m.state_dict(), strict=False)
-        return q.to(m.weight.device)
+        return from_float_layer(cls, m, **kw)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(self.quantized_input(x), self.quantized_weight(), self.bias)

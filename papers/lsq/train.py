@@ -24,13 +24,13 @@ from torch import nn
 
 from common import study
 from common.cli import cli_main
-from common.data import find_weights, load_dataset
+from common.data import load_dataset
 from common.errors import NnqError
-from common.models import load_resnet_cifar, load_state_file
 from common.evaluate import count_params, evaluate_split, file_size, fp32_size_bytes, model_bits
 from common.runs import Run
 from common.settings import get_setting
-from common.train import Callback, TrainContext, cosine_per_step, fit, seed_everything
+from common.train import (Callback, TrainContext, fit, float_start, run_paper_or_study, seed_everything,
+                          sgd_float_twin)
 from papers.lsq.artifact import integer_forward, load_packed, save_packed, stored_fields
 from papers.lsq.config import PRESETS, STUDY_LR_GRID, Config, paper_weight_decay
 from papers.lsq.lsq import lsq_layers, quantize_model_, step_sizes
@@ -157,13 +157,6 @@ def _row(cfg: Config, model: nn.Module, data, test: dict, chk: dict, res: dict, 
     }
 
 
-def _load_float(cfg: Config, arch: str, input_shape, num_classes: int) -> nn.Module:
-    path = find_weights(cfg.weights, data_dir=cfg.data_dir)
-    if arch == "resnet20":
-        return load_resnet_cifar(20, path, num_classes).train()
-    return load_state_file(build_float(arch, input_shape, num_classes), path, f"the float {arch}").train()
-
-
 def _paper_main(cfg: Config, callbacks: Iterable[Callback]) -> dict:
     data = load_dataset(cfg.dataset, cfg.data_dir, normalize=cfg.normalize, limit_train=cfg.limit_train,
                         limit_test=cfg.limit_test, val_size=cfg.val_size)
@@ -171,21 +164,9 @@ def _paper_main(cfg: Config, callbacks: Iterable[Callback]) -> dict:
     wd = paper_weight_decay(cfg.w_bits) if cfg.weight_decay is None else cfg.weight_decay
     with run.guard():
         seed_everything(cfg.seed)
-        fp: dict = {}
-        if cfg.weights:
-            float_model = _load_float(cfg, cfg.arch, data.input_shape, data.num_classes)
-            fp = {"fp_value": round(evaluate_split(float_model, data, "test")["top1"], 4),
-                  "fp_recipe": f"the float weights {cfg.weights}, as given (not fine-tuned)"}
-        else:
-            float_model = build_float(cfg.arch, data.input_shape, data.num_classes)
-            if cfg.baseline_epochs:
-                opt = _optimizer(float_model, cfg.baseline_lr, cfg.momentum, 1e-4)
-                sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.baseline_epochs)
-                fit(float_model, data, epochs=cfg.baseline_epochs, batch_size=cfg.batch_size, optimizer=opt,
-                    scheduler=sched, run=run, tag="float", seed=cfg.seed, desc="float twin")
-                fp = {"fp_value": round(evaluate_split(float_model, data, "test")["top1"], 4),
-                      "fp_recipe": f"float twin, {cfg.baseline_epochs} epochs, SGD momentum {cfg.momentum}, "
-                                   f"LR {cfg.baseline_lr:g}, weight decay 1e-4, cosine"}
+        float_model, fp = float_start(data, lambda: build_float(cfg.arch, data.input_shape, data.num_classes),
+                                      weights=cfg.weights, data_dir=cfg.data_dir, name=cfg.arch,
+                                      twin=sgd_float_twin(cfg, data, run, _optimizer))
         model = build_lsq(cfg, float_model, cfg.arch, cfg.edge_bits)
         loss_fn = (distillation_loss(model, float_model, cfg.kd_weight, cfg.kd_temperature) if cfg.distill
                    else F.cross_entropy)
@@ -204,14 +185,9 @@ def _paper_main(cfg: Config, callbacks: Iterable[Callback]) -> dict:
 
 
 def _study_main(cfg: Config, callbacks: Iterable[Callback]) -> dict:
-    setting = get_setting(cfg.setting)
-    data = study.load_data(setting, cfg.data_dir, limit_train=cfg.limit_train, limit_test=cfg.limit_test)
+    setting, data, run = study.start_run(cfg, PAPER, run_key(cfg), EDGE_LAYERS, "LSQ")
     grid = cfg.lr_grid or STUDY_LR_GRID
     wd = paper_weight_decay(cfg.w_bits) if cfg.weight_decay is None else cfg.weight_decay
-    if tuple(EDGE_LAYERS[setting.arch]) != tuple(setting.keep_float):
-        raise NnqError(f"{setting.name} keeps {setting.keep_float} float; LSQ's {setting.arch} edge layers are "
-                       f"{EDGE_LAYERS[setting.arch]}")
-    run = Run.start(PAPER, cfg, run_key(cfg))
 
     def train(lr: float, steps: int, run_: Run | None, tag: str, cbs: Iterable[Callback] = ()):
         seed_everything(cfg.seed)
@@ -220,26 +196,23 @@ def _study_main(cfg: Config, callbacks: Iterable[Callback]) -> dict:
         loss_fn = (distillation_loss(model, float_model, cfg.kd_weight, cfg.kd_temperature) if cfg.distill
                    else F.cross_entropy)
         opt = _optimizer(model, lr, cfg.momentum, wd)
-        res = fit(model, data, steps=steps, batch_size=setting.batch_size, optimizer=opt,
-                  scheduler=cosine_per_step(opt, steps), scheduler_interval="step", loss_fn=loss_fn, callbacks=cbs,
-                  run=run_, tag=tag, seed=cfg.seed, desc=tag, precision=cfg.precision)
+        res = study.fit_setting(model, data, setting, opt, steps, run=run_, tag=tag, seed=cfg.seed,
+                                precision=cfg.precision, loss_fn=loss_fn, callbacks=cbs)
         return model, float_model, res
 
     with run.guard():
-        pilot_steps = min(setting.lr_pilot_steps, cfg.max_steps or 10**9)
-        lr, pilots = study.choose_lr_in_run(
-            run, lambda lr_, n: train(lr_, n, None, f"pilot lr {lr_:g}")[2]["val"]["top1"], grid, pilot_steps)
+        lr, lr_fields = study.choose_setting_lr(
+            run, setting, grid, lambda lr_, n: train(lr_, n, None, f"pilot lr {lr_:g}")[2]["val"]["top1"],
+            max_steps=cfg.max_steps)
         log = StepSizeLog(cfg.log_every)
         model, float_model, res = train(lr, setting.steps, run, "lsq", [log, *callbacks])
         run.write_json("step_sizes.json", log.rows)
         test = evaluate_split(model, data, "test")
         chk = _artifact_check(model, data, run, lambda: build_lsq(cfg, float_model, setting.arch, None))
-        ref = study.float_reference(setting.name, cfg.seed)
-        fp = {"fp_value": ref[0], "fp_recipe": ref[1]} if ref else {}
+        fp = study.float_reference_fields(setting.name, cfg.seed)
         return run.finish(_row(cfg, model, data, test, chk, res, fp, setting=setting.name,
-                               extra={"lr": lr, "lr_grid": list(grid), "pilot_steps": pilot_steps,
-                                      "lr_pilots_val_top1": {str(k): v for k, v in pilots.items()},
-                                      "weight_decay": wd, "arch": setting.arch, "schedule": setting.schedule,
+                               extra={**lr_fields, "weight_decay": wd, "arch": setting.arch,
+                                      "schedule": setting.schedule,
                                       "optimizer": f"SGD, momentum {cfg.momentum}, weight decay {wd:g} "
                                                    "(not on step sizes)"}))
 
@@ -251,9 +224,7 @@ def main(cfg: Config, callbacks: Iterable[Callback] = ()) -> dict:
         cfg: a validated Config (see ``config.PRESETS``).
         callbacks: extra callbacks for the LSQ stage (tests use one to interrupt).
     """
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    return _study_main(cfg, callbacks) if cfg.setting else _paper_main(cfg, callbacks)
+    return run_paper_or_study(cfg, callbacks, _paper_main, _study_main)
 
 
 if __name__ == "__main__":

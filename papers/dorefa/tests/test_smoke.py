@@ -4,29 +4,18 @@ import dataclasses
 import json
 
 import numpy as np
-import pytest
 
-from common.summary import validate
+from common.testing import assert_finished_run, quick_run_fixture, rebuild_results, study_dry_run
 from papers.dorefa.config import PRESETS
 from papers.dorefa.train import main
 
-
-@pytest.fixture(scope="module")
-def quick_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("runs")
-    cfg = dataclasses.replace(PRESETS["quick"], epochs=3, baseline_epochs=1, out_dir=str(out), threads=1)
-    summary = main(cfg).to_dict()
-    return summary, out / "dorefa" / summary["run_dir"].split("/dorefa/")[1]
+quick_run = quick_run_fixture(main, PRESETS["quick"], epochs=3, baseline_epochs=1, threads=1)
 
 
 def test_quick_path_learns_and_writes_a_valid_run_folder(quick_run):
     summary, run_dir = quick_run
-    for name in ("config.json", "env.json", "metrics.jsonl", "summary.json", "dorefa.ckpt.pt", "float.ckpt.pt",
-                 "dorefa_packed.safetensors"):
-        assert (run_dir / name).is_file(), name
-    assert json.loads((run_dir / "summary.json").read_text()) == summary
-    assert validate(summary) == []
-    assert summary["status"] == "finished" and summary["method"] == "DoReFa-Net"
+    assert_finished_run(summary, run_dir, "dorefa_packed.safetensors", ("dorefa.ckpt.pt", "float.ckpt.pt"))
+    assert summary["method"] == "DoReFa-Net"
     assert (summary["w_bits"], summary["a_bits"], summary["g_bits"]) == (1, 2, 6)
     assert summary["value"] > 60.0  # chance is 10% on digits
     lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
@@ -34,7 +23,6 @@ def test_quick_path_learns_and_writes_a_valid_run_folder(quick_run):
     assert dorefa[-1]["train_loss"] < 0.5 * dorefa[0]["train_loss"]
     assert summary["extra"]["artifact_reproduces_predictions"] is True
     assert summary["extra"]["artifact_logits_identical"] is True
-    assert summary["size_bytes"] == (run_dir / "dorefa_packed.safetensors").stat().st_size
     assert summary["model_bits"] < 8 * summary["size_bytes"] and summary["compression_ratio"] > 5
 
 
@@ -80,40 +68,17 @@ def test_svhn_preset_runs_the_paper_network_on_a_mat_file(tmp_path):
 
 
 def test_study_path_dry_run_writes_a_valid_study_row(tmp_path):
-    from common.data import find_weights
-    from common.errors import NnqError
-    from common.settings import get_setting
-
-    setting = get_setting("cifar10_resnet20")
-    try:
-        find_weights(setting.weights)
-        cfg = dataclasses.replace(PRESETS["cifar10_resnet20"], w_bits=1, a_bits=1, max_steps=2, limit_train=256,
-                                  limit_test=64, lr_grid=(1e-4, 1e-3), out_dir=str(tmp_path), threads=1)
-        summary = main(cfg)
-    except NnqError as exc:  # the shared CIFAR-10 copy or ResNet-20 weights are not on this machine
-        pytest.skip(str(exc))
-    assert summary.dry_run and summary.setting == "cifar10_resnet20" and summary.extra["lr"] in cfg.lr_grid
+    summary = study_dry_run(main, PRESETS["cifar10_resnet20"], tmp_path, w_bits=1, a_bits=1, lr_grid=(1e-4, 1e-3))
+    assert summary.setting == "cifar10_resnet20"
     assert (summary.w_bits, summary.a_bits, summary.g_bits) == (1, 1, None)
-    assert set(summary.extra["lr_pilots_val_top1"]) == {str(lr) for lr in cfg.lr_grid}
     assert summary.extra["artifact_reproduces_predictions"] is True
 
 
 def test_results_rebuild_tables_figures_and_deck_from_the_approved_runs(tmp_path):
-    from pptx import Presentation
-
-    from common.results import load_approved
     from papers.dorefa.results import GRID_PRESET, README, build
 
-    readme_before = README.read_text()
-    written = build(tmp_path)
-    runs = load_approved("dorefa")
-    assert runs, "papers/dorefa/results/runs/ holds at least one approved run"
-    table = (tmp_path / "runs.md").read_text()
-    for run in runs:
-        assert f"{run.summary.value:.2f}" in table
+    _, runs = rebuild_results("dorefa", build, README, tmp_path, "runs.md")
     if any(r.summary.preset == GRID_PRESET for r in runs):
         assert (tmp_path / "grid_wa_heatmap.png").stat().st_size > 10_000
     measured = (tmp_path / "gradient_quantizer.md").read_text()
     assert "| 2 | 4 | 4 |" in measured  # 2-bit gradients: 4 levels per sample, the bound 2^k
-    assert len(Presentation(str(written["deck"])).slides) >= 8
-    assert README.read_text() == readme_before  # --out-dir leaves the package's README alone

@@ -5,36 +5,23 @@ tests/test_paper_presets.py, which runs every such preset.)"""
 import dataclasses
 import json
 
-import pytest
-
-from common.summary import validate
+from common.testing import assert_finished_run, quick_run_fixture, rebuild_results, study_dry_run
 from papers.lqnets.config import PRESETS
 from papers.lqnets.train import main
 
-
-@pytest.fixture(scope="module")
-def quick_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("runs")
-    cfg = dataclasses.replace(PRESETS["quick"], epochs=3, baseline_epochs=3, out_dir=str(out), threads=1,
-                              log_every=5)
-    summary = main(cfg).to_dict()
-    return summary, out / "lqnets" / summary["run_dir"].split("/lqnets/")[1]
+quick_run = quick_run_fixture(main, PRESETS["quick"], epochs=3, baseline_epochs=3, threads=1, log_every=5)
 
 
 def test_quick_path_learns_and_writes_a_valid_run_folder(quick_run):
     summary, run_dir = quick_run
-    for name in ("config.json", "env.json", "metrics.jsonl", "summary.json", "lqnets.ckpt.pt", "float.ckpt.pt",
-                 "lqnets_planes.safetensors", "bases.json", "levels.json"):
-        assert (run_dir / name).is_file(), name
-    assert json.loads((run_dir / "summary.json").read_text()) == summary
-    assert validate(summary) == []
-    assert summary["status"] == "finished" and summary["method"] == "LQ-Nets"
+    assert_finished_run(summary, run_dir, "lqnets_planes.safetensors",
+                        ("lqnets.ckpt.pt", "float.ckpt.pt", "bases.json", "levels.json"))
+    assert summary["method"] == "LQ-Nets"
     assert (summary["w_bits"], summary["a_bits"]) == (2, 2)
     assert summary["value"] > 60.0 and summary["fp_value"] > 60.0  # chance is 10% on digits
     extra = summary["extra"]
     assert extra["artifact_reproduces_predictions"] is True and extra["bitwise_net_same_predictions"] is True
     assert extra["bitwise_vs_simulated_max_rel"] < 1e-5 and extra["bitwise_net_vs_simulated_max_rel"] < 1e-4
-    assert summary["size_bytes"] == (run_dir / "lqnets_planes.safetensors").stat().st_size
     assert summary["compression_ratio"] > 5
 
 
@@ -63,40 +50,17 @@ def test_uniform_ablation_keeps_evenly_spaced_levels(tmp_path):
 
 
 def test_study_path_dry_run_writes_a_valid_study_row(tmp_path):
-    from common.data import find_weights
-    from common.errors import NnqError
-    from common.settings import get_setting
-
-    setting = get_setting("cifar10_resnet20")
-    try:
-        find_weights(setting.weights)
-        cfg = dataclasses.replace(PRESETS["cifar10_resnet20"], max_steps=2, limit_train=256, limit_test=64,
-                                  out_dir=str(tmp_path), threads=1, lr_grid=(0.01,))
-        summary = main(cfg)
-    except NnqError as exc:  # the shared CIFAR-10 copy or ResNet-20 weights are not on this machine
-        pytest.skip(str(exc))
-    assert summary.dry_run and summary.setting == "cifar10_resnet20" and summary.extra["lr"] == 0.01
-    assert set(summary.extra["lr_pilots_val_top1"]) == {"0.01"}  # the pilot on the validation split ran
+    summary = study_dry_run(main, PRESETS["cifar10_resnet20"], tmp_path, lr_grid=(0.01,))
+    assert summary.setting == "cifar10_resnet20" and summary.extra["lr"] == 0.01
     assert summary.extra["artifact_reproduces_predictions"] is True
     assert summary.extra["bitwise_net_same_predictions"] is True
     assert (summary.w_bits, summary.a_bits) == (2, 2)
 
 
 def test_results_rebuild_tables_figures_and_deck_from_the_approved_runs(tmp_path):
-    from pptx import Presentation
-
-    from common.results import load_approved
     from papers.lqnets.results import README, build
 
-    readme_before = README.read_text()
-    written = build(tmp_path)
-    runs = load_approved("lqnets")
-    assert runs, "papers/lqnets/results/runs/ holds at least one approved run"
-    table = (tmp_path / "accuracy.md").read_text()
-    for run in runs:
-        assert f"{run.summary.value:.2f}" in table
-    assert "Uniform top-1" in table  # the learned-vs-uniform comparison over seeds
+    rebuild_results("lqnets", build, README, tmp_path, "accuracy.md")
+    assert "Uniform top-1" in (tmp_path / "accuracy.md").read_text()  # the learned-vs-uniform comparison over seeds
     assert (tmp_path / "accuracy_vs_bits.png").stat().st_size > 10_000
     assert any(p.name.startswith("levels_w_") for p in tmp_path.glob("*.png"))
-    assert len(Presentation(str(written["deck"])).slides) >= 8
-    assert README.read_text() == readme_before  # --out-dir leaves the package's README alone

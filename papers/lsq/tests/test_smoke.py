@@ -1,37 +1,22 @@
 """The quick path of the LSQ package on a tiny budget: it learns and leaves a complete, valid run folder."""
 
-import dataclasses
 import json
 
-import pytest
-
-from common.summary import validate
+from common.testing import assert_finished_run, quick_run_fixture, rebuild_results
 from papers.lsq.config import PRESETS
 from papers.lsq.train import main
 
-
-@pytest.fixture(scope="module")
-def quick_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("runs")
-    cfg = dataclasses.replace(PRESETS["quick"], epochs=3, baseline_epochs=3, out_dir=str(out), threads=1,
-                              log_every=5)
-    summary = main(cfg).to_dict()
-    return summary, out / "lsq" / summary["run_dir"].split("/lsq/")[1]
+quick_run = quick_run_fixture(main, PRESETS["quick"], epochs=3, baseline_epochs=3, threads=1, log_every=5)
 
 
 def test_quick_path_learns_and_writes_a_valid_run_folder(quick_run):
     summary, run_dir = quick_run
-    for name in ("config.json", "env.json", "metrics.jsonl", "summary.json", "lsq.ckpt.pt", "float.ckpt.pt",
-                 "lsq_packed.safetensors", "step_sizes.json"):
-        assert (run_dir / name).is_file(), name
-    assert json.loads((run_dir / "summary.json").read_text()) == summary
-    assert validate(summary) == []
-    assert summary["status"] == "finished" and summary["method"] == "LSQ"
+    assert_finished_run(summary, run_dir, "lsq_packed.safetensors", ("lsq.ckpt.pt", "float.ckpt.pt", "step_sizes.json"))
+    assert summary["method"] == "LSQ"
     assert (summary["w_bits"], summary["a_bits"]) == (3, 3)
     assert summary["value"] > 60.0  # chance is 10% on digits
     assert summary["fp_value"] > 60.0
     assert summary["extra"]["artifact_reproduces_predictions"] is True
-    assert summary["size_bytes"] == (run_dir / "lsq_packed.safetensors").stat().st_size
     assert summary["compression_ratio"] > 4  # 3-bit inner layers, 8-bit first/last, fp32 BN and steps
 
 
@@ -51,20 +36,10 @@ def test_step_sizes_are_learned(quick_run):
 
 
 def test_results_rebuild_table_figures_and_deck_from_the_approved_runs(tmp_path):
-    from pptx import Presentation
-
-    from common.results import load_approved
     from papers.lsq.results import README, build
 
-    readme_before = README.read_text()
-    written = build(tmp_path)
-    runs = load_approved("lsq")
-    assert runs, "papers/lsq/results/runs/ holds at least one approved run"
-    table = (tmp_path / "accuracy.md").read_text()
+    _, runs = rebuild_results("lsq", build, README, tmp_path, "accuracy.md")
     for run in runs:
-        assert f"{run.summary.value:.2f}" in table
         s = run.summary
         if run.config["grad_scale"] == "nqp" and run.config["init"] == "paper" and not run.config["distill"]:
             assert (tmp_path / f"step_sizes_{s.preset}_w{s.w_bits}a{s.a_bits}_s{s.seed}.png").stat().st_size > 10_000
-    assert len(Presentation(str(written["deck"])).slides) >= 8
-    assert README.read_text() == readme_before  # --out-dir leaves the package's README alone
