@@ -214,7 +214,7 @@ def _int4_table(runs, bench: dict | None = None) -> tuple[list[str], list[list],
             continue
         rows = []
         for k, kr in kernels.items():
-            rows.append([f"MiniLM linear layers (MiB), {_label(k, kr)}", f"{kr['linear_int4_bytes'] * kr['linear_bytes_ratio'] / 2**20:.2f}",
+            rows.append([f"MiniLM linear layers (MiB), {_label(k, kr)}", f"{rep['linear_fp32_bytes'] / 2**20:.2f}",
                          f"{kr['linear_int4_bytes'] / 2**20:.2f}", f"{kr['linear_bytes_ratio']:.2f}×"])
         for k, kr in kernels.items():
             rows.append([f"MiniLM forward, batch 1 (ms), {_label(k, kr)}", f"{rep['model_fp32_ms_b1']:.2f}",
@@ -250,9 +250,7 @@ def _int4_figure(run, out: Path, bench: dict | None = None) -> Path:
     rep = run.summary.extra["int4"]
     kernels = _kernels(rep)
     fig, (a1, a2) = slide_figure(1, 2)
-    first = next(iter(kernels.values()))
-    fp32_bytes = first["linear_int4_bytes"] * first["linear_bytes_ratio"]
-    sizes = [fp32_bytes / 2**20] + [kr["linear_int4_bytes"] / 2**20 for kr in kernels.values()]
+    sizes = [rep["linear_fp32_bytes"] / 2**20] + [kr["linear_int4_bytes"] / 2**20 for kr in kernels.values()]
     bars = a1.bar(range(len(sizes)), sizes, color=["#999999"] + ["#0072B2"] * len(kernels))
     bar_labels(a1, bars, "{:.1f}")
     a1.set_xticks(range(len(sizes)), ["fp32"] + [f"int4\n{k}" for k in kernels])
