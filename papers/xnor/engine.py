@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import copy
 import ctypes
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
