@@ -209,13 +209,6 @@ class OursInt4Linear(nn.Module):
         return f"ours ({self.isa} build: {self._lib.awq_isa().decode()})"
 
 
-def kernel_label(kernel: str, isa: str | None = None) -> str:
-    """How tables name a kernel: "ours, avx2 build" or "ATen, AVX512 path"."""
-    if kernel == "ours":
-        return f"ours, {isa or 'avx2'} build"
-    return f"ATen, {isa or torch.backends.cpu.get_cpu_capability()} path"
-
-
 @torch.no_grad()
 def to_int4_(model: nn.Module, kernel: str = "aten", isa: str = "avx2") -> list[str]:
     """Replace every 4-bit AwqLinear of ``model`` by its int4 layer (in place); returns the names.
