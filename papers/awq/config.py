@@ -38,9 +38,11 @@ class Config(BaseConfig):
     salient_fraction: float = 0.01
     """Fraction of input channels kept in fp in the Table 1 ablation (the paper: 1%)."""
     int4: bool = True
-    """At --w-bits 4: pack the AWQ model's linear layers for PyTorch's int4 CPU kernel (aten._weight_int4pack_mm_for_cpu, bf16 activations), check it against the pseudo-quantized model and time it."""
+    """At --w-bits 4: pack the AWQ model's linear layers for the int4 kernels of --int4-kernels, check each against the pseudo-quantized model and time it."""
+    int4_kernels: tuple[str, ...] = ("ours", "aten")
+    """The int4 kernels of --int4: ours (papers/awq/int4_kernel.c, fp32 activations, AVX2 build) and/or aten (PyTorch's aten._weight_int4pack_mm_for_cpu, bf16 activations)."""
     int4_bench: bool = True
-    """With --int4: also time one 4096 x 4096 layer at batch 1 (fp32 vs int4), on ATen's default and its AVX2 code path (two subprocesses)."""
+    """With --int4: also time one 4096 x 4096 layer at batch 1 (fp32 vs both int4 kernels), on ATen's default path and as on an AVX2-only machine (two subprocesses)."""
     latency_repeats: int = 20
     """Repeats of each latency measurement (median after warm-up)."""
     llm_layers: int | None = None
@@ -69,6 +71,8 @@ class Config(BaseConfig):
             raise NnqError(f"--salient-fraction must be in (0, 1), got {self.salient_fraction}")
         if self.latency_repeats < 1:
             raise NnqError(f"--latency-repeats must be at least 1, got {self.latency_repeats}")
+        if not self.int4_kernels or any(k not in ("ours", "aten") for k in self.int4_kernels):
+            raise NnqError(f"--int4-kernels takes ours and/or aten, got {' '.join(self.int4_kernels) or 'nothing'}")
 
 
 PRESETS: dict[str, Config] = {

@@ -382,13 +382,11 @@ def _ablations(cfg: Config, tg: Target, inputs: dict) -> dict:
 
 
 def _int4(cfg: Config, tg: Target, model: nn.Module) -> dict:
-    """Real int4 deployment of the AWQ model (``papers.awq.int4``); {} where this torch lacks the kernel."""
+    """Real int4 deployment of the AWQ model (``papers.awq.int4``) on each of ``cfg.int4_kernels``."""
     from papers.awq import int4
 
-    if not int4.available():
-        return {"available": False}
     return int4.deploy_report(tg.model, model, tg.evaluate, tg.example, repeats=cfg.latency_repeats,
-                              bench=cfg.int4_bench)
+                              bench=cfg.int4_bench, kernels=tuple(cfg.int4_kernels))
 
 
 if __name__ == "__main__":

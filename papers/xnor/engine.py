@@ -36,10 +36,6 @@ from __future__ import annotations
 
 import copy
 import ctypes
-import hashlib
-import os
-import shutil
-import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,9 +45,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from common.cbuild import build_library
 from common.errors import NnqError
 from common.models import MLP, BnnConvNet
-from common.paths import atomic_path, cache_dir
 from papers.xnor import kernel
 from papers.xnor.models import (
     SmallConvNet,
@@ -105,20 +101,8 @@ _KIND = {PackArgs: 0, ConvArgs: 1, PoolArgs: 2}
 def _build(isa: str) -> ctypes.CDLL:
     if isa not in kernel._ISA_FLAGS:
         raise NnqError(f"isa={isa!r} is not one of {sorted(kernel._ISA_FLAGS)}")
-    cc = os.environ.get("CC", "cc")
-    if shutil.which(cc) is None:
-        raise NnqError(f"the binary engine needs a C compiler; {cc!r} is not on PATH (install gcc or set $CC)")
-    flags = kernel._BASE_FLAGS + kernel._ISA_FLAGS[isa] + ["-I", str(_DIR)]
-    key = hashlib.sha256(b"".join(s.read_bytes() for s in _SRCS) + " ".join([cc] + flags).encode()).hexdigest()[:16]
-    out = cache_dir("xnor") / f"engine_kernel_{isa}_{key}.so"
-    if not out.exists():
-        with atomic_path(out, fsync=False) as tmp:
-            try:
-                subprocess.run([cc, *flags, str(_SRCS[0]), "-o", str(tmp), "-lm"], check=True, capture_output=True,
-                               text=True)
-            except subprocess.CalledProcessError as exc:
-                last = (exc.stderr.strip().splitlines() or ["?"])[-1]
-                raise NnqError(f"compiling engine_kernel.c failed: {last}") from None
+    out = build_library(_SRCS[0], cache="xnor", stem=f"engine_kernel_{isa}", depends=_SRCS[1:],
+                        flags=kernel._BASE_FLAGS + kernel._ISA_FLAGS[isa] + ["-I", str(_DIR)], libs=["-lm"])
     lib = ctypes.CDLL(str(out))
     for name in ("eng_pack", "eng_bconv", "eng_bpool"):
         getattr(lib, name).argtypes = [_p]

@@ -17,27 +17,19 @@ path, for benchmarks;
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import os
-import shutil
-import subprocess
 import warnings
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from common.cbuild import BASE_FLAGS, ISA_FLAGS, build_library
 from common.errors import NnqError
-from common.paths import atomic_path, cache_dir
 
 _SRC = Path(__file__).with_name("xnor_kernel.c")
-_ISA_FLAGS = {
-    "native": ["-march=native"],
-    # x86-64-v3 / -v2 are exactly what an AVX2-only / a pre-AVX machine has (no GFNI, VNNI, AVX-512 sneaking in)
-    "avx2": ["-march=x86-64-v3", "-mtune=native"],
-    "scalar": ["-march=x86-64-v2", "-mtune=native"],
-}
-_BASE_FLAGS = ["-O3", "-fopenmp", "-shared", "-fPIC", "-std=c11", "-ffp-contract=off"]
+# x86-64-v3 / -v2 are exactly what an AVX2-only / a pre-AVX machine has (no GFNI, VNNI, AVX-512 sneaking in)
+_ISA_FLAGS, _BASE_FLAGS = ISA_FLAGS, BASE_FLAGS
 _LIBS: dict[str, ctypes.CDLL | None] = {}
 
 _i64, _p = ctypes.c_int64, ctypes.c_void_p
@@ -46,15 +38,7 @@ _i64, _p = ctypes.c_int64, ctypes.c_void_p
 def _build(isa: str) -> ctypes.CDLL:
     if isa not in _ISA_FLAGS:
         raise NnqError(f"NNQ_XNOR_ISA={isa!r} is not one of {sorted(_ISA_FLAGS)}")
-    cc = os.environ.get("CC", "cc")
-    if shutil.which(cc) is None:
-        raise FileNotFoundError(f"no C compiler {cc!r} on PATH")
-    flags = _BASE_FLAGS + _ISA_FLAGS[isa]
-    key = hashlib.sha256(_SRC.read_bytes() + " ".join([cc] + flags).encode()).hexdigest()[:16]
-    out = cache_dir("xnor") / f"xnor_kernel_{isa}_{key}.so"
-    if not out.exists():
-        with atomic_path(out, fsync=False) as tmp:  # a concurrent build never sees a half-written library
-            subprocess.run([cc, *flags, str(_SRC), "-o", str(tmp)], check=True, capture_output=True, text=True)
+    out = build_library(_SRC, cache="xnor", stem=f"xnor_kernel_{isa}", flags=_BASE_FLAGS + _ISA_FLAGS[isa])
     lib = ctypes.CDLL(str(out))
     lib.xnor_isa.restype = ctypes.c_char_p
     lib.xnor_panel_words.restype = _i64
@@ -84,7 +68,7 @@ def library(isa: str | None = None) -> ctypes.CDLL | None:
     if isa not in _LIBS:
         try:
             _LIBS[isa] = _build(isa)
-        except (FileNotFoundError, subprocess.CalledProcessError, OSError) as exc:
+        except (NnqError, OSError) as exc:
             detail = getattr(exc, "stderr", "") or str(exc)
             warnings.warn(f"xnor: compiling the C kernel failed ({detail.strip().splitlines()[-1] if detail.strip() else exc}); "
                           "using the slower pure-PyTorch fallback (install gcc to get the fast path)", stacklevel=2)

@@ -165,6 +165,77 @@ def test_int4_kernel_equals_the_pseudo_quantized_layer_within_bf16():
         int4.Int4Linear.from_awq(awq.AwqLinear.from_float(lin, 3, 128))
 
 
+def _has_avx2() -> bool:
+    from common.runs import cpu_flags
+
+    return {"avx2", "fma"} <= set(cpu_flags())
+
+
+def test_our_packing_round_trips_and_puts_channel_64b_8j_i_in_nibble_j_of_word_i():
+    from papers.awq import int4
+
+    codes = torch.randint(0, 16, (7, 192), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    words = int4.pack_codes(codes)
+    assert words.shape == (7, 24) and words.dtype == torch.int32  # two codes per byte
+    assert torch.equal(int4.unpack_codes(words), codes)
+    b, j, i = 2, 7, 5  # the top nibble of a word: the sign bit of the int32
+    assert (int(words[3, 8 * b + i]) & 0xFFFFFFFF) >> (4 * j) & 0xF == int(codes[3, 64 * b + 8 * j + i])
+    with pytest.raises(NnqError, match="multiple of 64"):
+        int4.pack_codes(codes[:, :100])
+
+
+@pytest.mark.parametrize("isa", ["avx2", "scalar"])
+@pytest.mark.parametrize("n,k,group,m", [(1, 64, 64, 1), (7, 192, 64, 3), (33, 640, 128, 5), (130, 256, 128, 9),
+                                         (5, 512, 256, 2), (4, 384, 128, 1)])
+def test_our_kernel_equals_the_dequantized_layer_within_fp32(isa, n, k, group, m):
+    from papers.awq import int4
+
+    if isa == "avx2" and not _has_avx2():
+        pytest.skip("this CPU has no AVX2/FMA")
+    g = torch.Generator().manual_seed(n * k + m)
+    lin = nn.Linear(k, n)
+    s = torch.rand(k, generator=g) + 0.5
+    q = awq.AwqLinear.from_float(lin, 4, group, scale=s)  # w = Delta (q - z), input divided by s
+    ours = int4.OursInt4Linear.from_awq(q, isa)
+    x = torch.randn(m, k, generator=g) * 3
+    with torch.no_grad():
+        ref = torch.nn.functional.linear(x * q.inv_scale, q.weight, q.bias)  # the dequantized fp32 layer
+        bound = (x * q.inv_scale).abs() @ q.weight.abs().T + q.bias.abs()  # sum of |terms|
+        y = ours(x)
+    assert y.shape == (m, n)
+    assert ((y - ref).abs() <= 64 * torch.finfo(torch.float32).eps * bound).all()  # fp32 rounding, not 4-bit error
+    int4.set_num_threads(2)  # OpenMP splits the rows: the same arithmetic per output
+    try:
+        assert torch.equal(ours(x.reshape(m, 1, k)).reshape(m, n), y)
+    finally:
+        int4.set_num_threads(1)
+
+
+def test_our_kernel_model_swap_and_its_one_line_errors(monkeypatch, tmp_path):
+    from papers.awq import int4
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(128, 64), nn.ReLU(), nn.Linear(64, 128, bias=False))
+    q = copy.deepcopy(model)
+    awq.apply_rtn_(q, ["0", "2"], 4, 64)
+    ours = copy.deepcopy(q)
+    assert int4.to_int4_(ours, "ours", "scalar") == ["0", "2"]
+    x = torch.randn(3, 128)
+    with torch.no_grad():
+        assert torch.allclose(ours(x), q(x), rtol=1e-5, atol=1e-5)
+        with pytest.raises(NnqError, match="fp32 CPU input"):
+            ours(x.double())
+    with pytest.raises(NnqError, match="kernel="):
+        int4.to_int4_(copy.deepcopy(q), "cuda")
+    with pytest.raises(ValueError, match="multiple of 64"):
+        int4.OursInt4Linear.from_awq(awq.AwqLinear.from_float(nn.Linear(96, 4), 4, 32))
+    monkeypatch.setattr(int4, "_LIBS", {})
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
+    monkeypatch.setenv("NNQ_CACHE_DIR", str(tmp_path))
+    with pytest.raises(NnqError, match="C compiler"):
+        int4.library("scalar")
+
+
 def test_split_attention_computes_what_multihead_attention_computes():
     from common.models import SplitMultiheadAttention, split_attention_
 
