@@ -11,7 +11,8 @@ shared machine falls on every candidate alike; every figure is a median over the
                 bottleneck with and without its ReLUs and shortcut. The widths are ours (equal MACs inside each
                 guideline, counted by torch's FLOP counter), not the paper's; batch 1, 56x56 maps.
 ``int8``        each architecture (224x224, batch 1) in float32 and after PyTorch's int8 post-training
-                quantization (papers/efficient_cnns/ptq.py, FX): file bytes and latency.
+                quantization (papers/efficient_cnns/ptq.py, FX): latency, and file bytes both as torch.save
+                of the state dict and as safetensors (fp32: common.evaluate.save_fp32; int8: ptq.save_int8).
 
 Every part runs once per instruction-set setting in a fresh process (the variables must be set before torch is
 imported): ``default`` (what this CPU offers) and ``avx2``, which caps ATen's kernels (ATEN_CPU_CAPABILITY),
@@ -164,14 +165,19 @@ def _state_bytes(model: nn.Module) -> int:
 
 def part_int8(repeats: int, threads: list[int], engines: list[str]) -> dict:
     """fp32 vs int8 (each engine) per architecture, batch 1: bytes and median latency, interleaved."""
-    from papers.efficient_cnns.ptq import quantize_int8
+    import tempfile
+    from pathlib import Path
+
+    from common.evaluate import fp32_size_bytes
+    from papers.efficient_cnns.ptq import quantize_int8, save_int8
 
     models = _networks()
     x = torch.randn(1, 3, 224, 224)
     calib = [torch.randn(4, 3, 224, 224) for _ in range(2)]  # speed and size do not depend on the values
     rows: dict[str, dict] = {}
     for name, model in models.items():
-        row = {"fp32_bytes": _state_bytes(model), "ms": {}, "errors": {}}
+        row = {"fp32_bytes": _state_bytes(model), "fp32_safetensors_bytes": fp32_size_bytes(model), "ms": {},
+               "errors": {}}
         fns = {"fp32": model}
         for engine in engines:
             try:
@@ -181,6 +187,8 @@ def part_int8(repeats: int, threads: list[int], engines: list[str]) -> dict:
                 row["errors"][engine] = f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"
                 continue
             row[f"int8_{engine}_bytes"] = _state_bytes(q)
+            with tempfile.TemporaryDirectory() as tmp:
+                row[f"int8_{engine}_safetensors_bytes"] = save_int8(q, Path(tmp) / "int8.safetensors")
             fns[f"int8_{engine}"] = q
         for t in threads:
             torch.set_num_threads(t)

@@ -255,11 +255,14 @@ def _guideline_rows(data: dict) -> tuple[list[str], list[list[str]]]:
 
 
 def _int8_rows(data: dict) -> tuple[list[str], list[list[str]]]:
-    """fp32 vs int8 per network at batch 1, 1 thread: bytes, and latency on each instruction set and engine."""
+    """fp32 vs int8 per network at batch 1, 1 thread: bytes, and latency on each instruction set and engine.
+
+    The files are safetensors (fp32: common.evaluate.save_fp32; int8: ptq.save_int8); the torch.save ratio is that
+    of the two state dicts as PyTorch pickles them."""
     isas = data["isa"]
     cols = [(isa, key) for isa in isas for key in ("fp32", "int8_x86", "int8_onednn")
             if any(key in r["ms"].get("1", {}) for r in isas[isa].get("int8", {}).values())]
-    header = ["Network", "fp32 (MB)", "int8 (MB)", "fp32/int8 bytes"] + [
+    header = ["Network", "fp32 (MB)", "int8 (MB)", "fp32/int8 file", "fp32/int8 torch.save"] + [
         f"{isa.upper() if isa != 'default' else 'default ISA'}: {key.replace('_', ' ')} (ms)" for isa, key in cols]
     rows = []
     for name in data["networks"]:
@@ -267,7 +270,10 @@ def _int8_rows(data: dict) -> tuple[list[str], list[list[str]]]:
         if r0 is None:
             continue
         q_bytes = r0.get("int8_x86_bytes") or r0.get("int8_onednn_bytes")
-        row = [name, f"{r0['fp32_bytes'] / 1e6:.2f}", _fmt(q_bytes and q_bytes / 1e6, 2),
+        q_file = r0.get("int8_x86_safetensors_bytes") or r0.get("int8_onednn_safetensors_bytes")
+        fp_file = r0.get("fp32_safetensors_bytes")
+        row = [name, _fmt(fp_file and fp_file / 1e6, 2), _fmt(q_file and q_file / 1e6, 2),
+               "—" if not (q_file and fp_file) else f"{fp_file / q_file:.2f}×",
                "—" if not q_bytes else f"{r0['fp32_bytes'] / q_bytes:.2f}×"]
         for isa, key in cols:
             ms = isas[isa].get("int8", {}).get(name, {}).get("ms", {}).get("1", {})

@@ -6,6 +6,7 @@ import torch
 import torchvision
 from torch import nn
 
+from common.errors import NnqError
 from common.evaluate import macs
 from papers.efficient_cnns import ARCHS, build, channel_shuffle, cost
 from papers.efficient_cnns import mobilenet_v2, shufflenet_v2, squeezenet
@@ -154,8 +155,6 @@ def test_channel_shuffle_is_a_permutation_whose_inverse_is_the_transposed_shuffl
 
 
 def test_channel_shuffle_rejects_channels_not_divisible_by_groups():
-    from common.errors import NnqError
-
     with pytest.raises(NnqError, match="divisible"):
         channel_shuffle(torch.zeros(1, 10, 2, 2), 3)
 
@@ -237,3 +236,25 @@ def test_guideline_micro_networks_have_equal_macs_within_each_guideline():
         assert max(counts) / min(counts) < 1.03, (g, counts)
     g1 = [(v, c) for g, v, _, c in guideline_nets(c=128, depth=1) if g == "G1"]
     assert [c for _, c in g1] == sorted((c for _, c in g1), reverse=True)  # wider outputs take narrower inputs
+
+
+def test_int8_file_round_trips_exactly_and_is_smaller_than_torch_save(tmp_path):
+    """ptq.save_int8 / load_int8: the same codes, scales and outputs in a fresh converted model; fewer bytes."""
+    from papers.efficient_cnns.ptq import load_int8, quantize_int8, save_int8, state_dict_bytes
+
+    torch.manual_seed(0)
+    model = build("shufflenet_v2", 0.5, num_classes=10, cifar=True).eval()
+    x = torch.randn(4, 3, 16, 16)
+    q = quantize_int8(model, [x], x)
+    n = save_int8(q, tmp_path / "q.safetensors")
+    assert n < state_dict_bytes(q)
+    torch.manual_seed(1)
+    other = quantize_int8(build("shufflenet_v2", 0.5, num_classes=10, cifar=True).eval(), [x * 3], x)
+    assert not torch.equal(other(x), q(x))
+    load_int8(other, tmp_path / "q.safetensors")
+    assert torch.equal(other(x), q(x))
+    codes = {k: v.int_repr() for k, v in q.state_dict().items() if isinstance(v, torch.Tensor) and v.is_quantized}
+    assert all(torch.equal(other.state_dict()[k].int_repr(), c) for k, c in codes.items())
+    wrong = quantize_int8(build("squeezenet", variant="1.1", num_classes=10, cifar=True).eval(), [x], x)
+    with pytest.raises(NnqError, match="not of this network"):
+        load_int8(wrong, tmp_path / "q.safetensors")
