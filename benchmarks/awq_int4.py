@@ -33,6 +33,7 @@ import time
 import torch
 from torch import nn
 
+from common.evaluate import interleaved_ms
 from papers.awq import int4
 
 NAME = "awq_int4"
@@ -41,6 +42,17 @@ TARGET_LAYER_SPEEDUP = 3.0
 
 def _med(v: list[float]) -> float:
     return round(statistics.median(v), 4)
+
+
+def _row(what: str, threads: int, repeats: int, times: dict[str, list[float]]) -> dict:
+    """One result row: the median ms of every candidate and fp32's median over each other candidate's."""
+    row = {"what": what, "batch": 1, "threads": threads, "repeats": repeats,
+           **{f"{key}_ms": _med(v) for key, v in times.items()}}
+    for key in times:
+        if key != "fp32":
+            row[f"fp32_over_{key}"] = round(statistics.median(times["fp32"]) / statistics.median(times[key]), 3)
+    print(json.dumps(row), flush=True)
+    return row
 
 
 @torch.no_grad()
@@ -65,14 +77,7 @@ def layer_rows(threads: list[int], repeats: int, k: int = 4096, n: int = 4096,
         fns = {"fp32": lambda: lin(x), "ours_avx2": lambda: ours["avx2"](x), "ours_native": lambda: ours["native"](x)}
         if aten is not None:
             fns["aten"] = lambda: aten(x)
-        t = int4.interleaved_ms(fns, repeats)
-        row = {"what": f"{k}x{n} layer", "batch": 1, "threads": th, "repeats": repeats,
-               **{f"{key}_ms": _med(v) for key, v in t.items()}}
-        for key in t:
-            if key != "fp32":
-                row[f"fp32_over_{key}"] = round(statistics.median(t["fp32"]) / statistics.median(t[key]), 3)
-        rows.append(row)
-        print(json.dumps(row), flush=True)
+        rows.append(_row(f"{k}x{n} layer", th, repeats, interleaved_ms(fns, repeats)))
     return rows, check
 
 
@@ -103,14 +108,8 @@ def minilm_rows(threads: list[int], repeats: int) -> tuple[list[dict], dict]:
     for th in threads:
         torch.set_num_threads(th)
         int4.set_num_threads(th)
-        t = int4.interleaved_ms({k: (lambda m=m: m(**batch)) for k, m in models.items()}, repeats)
-        row = {"what": "MiniLM-L6 forward", "batch": 1, "threads": th, "repeats": repeats,
-               **{f"{key}_ms": _med(v) for key, v in t.items()}}
-        for key in t:
-            if key != "fp32":
-                row[f"fp32_over_{key}"] = round(statistics.median(t["fp32"]) / statistics.median(t[key]), 3)
-        rows.append(row)
-        print(json.dumps(row), flush=True)
+        rows.append(_row("MiniLM-L6 forward", th, repeats,
+                         interleaved_ms({k: (lambda m=m: m(**batch)) for k, m in models.items()}, repeats)))
     return rows, check
 
 

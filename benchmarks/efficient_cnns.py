@@ -34,10 +34,11 @@ import os
 import statistics
 import subprocess
 import sys
-import time
 
 import torch
 from torch import nn
+
+from common.evaluate import interleaved_ms
 
 ISA_ENV = {"default": {}, "avx2": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2",
                                    "MKL_ENABLE_INSTRUCTIONS": "AVX2"}}
@@ -47,18 +48,9 @@ NETWORKS = [("mobilenet_v1", 1.0, None), ("mobilenet_v2", 1.0, None), ("shufflen
 PARTS = ("latency", "guidelines", "int8")
 
 
-@torch.no_grad()
 def interleaved(fns: dict[str, object], x: torch.Tensor, repeats: int, warmup: int = 2) -> dict[str, float]:
     """Median wall time (ms) of every ``fn(x)``, the candidates interleaved within each repeat."""
-    for fn in fns.values():
-        for _ in range(warmup):
-            fn(x)
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            t0 = time.perf_counter()
-            fn(x)
-            times[name].append((time.perf_counter() - t0) * 1e3)
+    times = interleaved_ms({name: (lambda fn=fn: fn(x)) for name, fn in fns.items()}, repeats, warmup)
     return {name: round(statistics.median(v), 3) for name, v in times.items()}
 
 

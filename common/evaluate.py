@@ -227,3 +227,19 @@ def latency_ms(fn: Callable[[torch.Tensor], object], example_input: torch.Tensor
         sync()
         times.append((time.perf_counter() - t0) * 1e3)
     return statistics.median(times)
+
+
+@torch.no_grad()
+def interleaved_ms(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 3) -> dict[str, list[float]]:
+    """Wall time in ms of every call of each function, the functions called in turn (a, b, c, a, b, c, ...) so
+    that a slow moment of a shared machine falls on all of them alike; ``warmup`` untimed rounds first."""
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(warmup):
+        for f in fns.values():
+            f()
+    for _ in range(repeats):
+        for k, f in fns.items():
+            t0 = time.perf_counter()
+            f()
+            times[k].append((time.perf_counter() - t0) * 1e3)
+    return times

@@ -94,3 +94,13 @@ def test_read_safetensors_refuses_other_formats_and_broken_files(tmp_path):
     broken.write_bytes(good.read_bytes()[:-5])
     with pytest.raises(NnqError, match="not a readable test file"):
         read_safetensors(broken, "nnq-test", "test file")
+
+
+def test_interleaved_ms_calls_the_functions_in_turn_and_times_each_call():
+    from common.evaluate import interleaved_ms
+
+    calls: list[str] = []
+    times = interleaved_ms({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, repeats=3, warmup=1)
+    assert calls == ["a", "b"] * 4  # one warm-up round, then three timed rounds, a and b alternating
+    assert {k: len(v) for k, v in times.items()} == {"a": 3, "b": 3}
+    assert all(t >= 0 for v in times.values() for t in v)

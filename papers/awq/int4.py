@@ -33,7 +33,6 @@ import os
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Callable
 
@@ -42,7 +41,7 @@ from torch import nn
 
 from common.cbuild import BASE_FLAGS, ISA_FLAGS, build_library
 from common.errors import NnqError
-from common.evaluate import latency_ms
+from common.evaluate import interleaved_ms, latency_ms
 from papers.awq.awq import AwqLinear, replace_module_
 
 KERNEL_GROUP_SIZES = (32, 64, 128, 256)
@@ -233,21 +232,6 @@ AVX2_MACHINE_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "A
 def isa_env() -> dict[str, str]:
     """The ISA-capping variables of :data:`AVX2_MACHINE_ENV` that are set in this process."""
     return {k: os.environ[k] for k in AVX2_MACHINE_ENV if k in os.environ}
-
-
-def interleaved_ms(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 3) -> dict[str, list[float]]:
-    """Milliseconds of each call, the functions called in turn (a, b, c, a, b, c, ...) so that all see one machine."""
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    with torch.no_grad():
-        for _ in range(warmup):
-            for f in fns.values():
-                f()
-        for _ in range(repeats):
-            for k, f in fns.items():
-                t0 = time.perf_counter()
-                f()
-                times[k].append((time.perf_counter() - t0) * 1e3)
-    return times
 
 
 @torch.no_grad()
