@@ -16,7 +16,7 @@ kernel, and the figures are medians over the repeats:
 The machine is shared: the JSON records the load average before and after and the CPUs other processes kept busy
 at the start; ratios of interleaved medians are the figures to read.
 
-    cpuslot python -m benchmarks.awq_int4 [--threads 1 2] [--repeats 60]
+    python -m benchmarks.awq_int4 [--threads 1 2] [--repeats 60]
     python -m benchmarks.awq_int4 --table      # the Markdown table of benchmarks/results/awq_int4.json
 """
 

@@ -21,7 +21,7 @@ first conv, 1x1 shortcuts and classifier float as in the paper), ``bnn_mlp`` (pa
 mnist_mlp preset's widths, 784-3x1536-10). Weights are random with BatchNorm statistics of both signs (speed
 does not depend on them).
 
-    cpuslot --all python -m benchmarks.binary_engine [--with-lce] [--repeats 21] [--quick]
+    python -m benchmarks.binary_engine [--with-lce] [--repeats 21] [--quick]
     python -m benchmarks.binary_engine --table-only     # regenerate the table in papers/xnor/ENGINE.md
 """
 

@@ -7,7 +7,7 @@ one core busy (a pure-Python spin loop), or a twin of the same training loop wit
 users training at once). Repeats are interleaved across variants; the figures are medians. Run it on a quiet
 machine:
 
-    cpuslot --all python -m benchmarks.cpu_load [--repeats 3] [--seconds 6]
+    python -m benchmarks.cpu_load [--repeats 3] [--seconds 6]
 """
 
 from __future__ import annotations

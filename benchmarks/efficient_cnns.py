@@ -20,7 +20,7 @@ oneDNN (ONEDNN_MAX_CPU_ISA) and MKL (MKL_ENABLE_INSTRUCTIONS) at AVX2 — what a
 FBGEMM, behind the "x86" int8 engine, picks its kernels by itself and cannot be capped, so on ``avx2`` int8 runs
 on the "onednn" engine; on ``default`` both engines are measured.
 
-    cpuslot python -m benchmarks.efficient_cnns                 # everything -> benchmarks/results/efficient_cnns.json
+    python -m benchmarks.efficient_cnns                 # everything -> benchmarks/results/efficient_cnns.json
     python -m benchmarks.efficient_cnns --parts int8 --isa avx2 --repeats 5
 """
 

@@ -8,7 +8,7 @@ the process and its workers (``peak_rss_mib``; pages shared between them count o
 over-counts) and of their proportional set sizes (``peak_pss_mib``, shared pages split). Targets: peak memory
 under 2 GiB and the same for both folder sizes within 20% (it must not grow with the folder).
 
-    cpuslot --all python -m benchmarks.folder_data [--sizes 1000 5000] [--workers 0 1 2] [--folders DIR]
+    python -m benchmarks.folder_data [--sizes 1000 5000] [--workers 0 1 2] [--folders DIR]
 """
 
 from __future__ import annotations
