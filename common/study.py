@@ -334,7 +334,8 @@ def build(out_dir: str | Path | None = None, root: Path | None = None) -> dict[s
 
         fig, ax = slide_figure()
         pts = [(c.model_mib, statistics.mean(c.values)) for c in cells]
-        by_size = sorted(range(len(cells)), key=lambda i: pts[i][0])
+        # labels by size, and of points of one size the higher first: it takes the upper place, the lower one below
+        by_size = sorted(range(len(cells)), key=lambda i: (pts[i][0], -pts[i][1]))
         for i, (c, (x, y)) in enumerate(zip(cells, pts)):
             sd = statistics.stdev(c.values) if len(c.values) > 1 else 0.0
             ax.errorbar([x], [y], yerr=[sd] if sd else None, marker="os^DvPX*"[i % 8], markersize=11,

@@ -262,8 +262,8 @@ def _levels_figure(run, kind: str, out: Path) -> Path | None:
             ax.set_ylim(0, top * 1.05)
         ax.set_yticks([])
         ax.minorticks_off()
-        ax.set_title(f"{r['layer']}: err {r['rel_err']:.3f} vs {r['rel_err_uniform']:.3f}",
-                     fontsize=12 if n <= 8 else 9)
+        ax.set_title(f"{r['layer']}\nerr {r['rel_err']:.3f} vs {r['rel_err_uniform']:.3f}",
+                     fontsize=12 if n <= 8 else 10)
         ax.tick_params(labelsize=10 if n <= 8 else 7)
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
