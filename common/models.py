@@ -427,7 +427,7 @@ def build_model(name: str, input_shape: Sequence[int], num_classes: int, **kw) -
 
     Names: "mlp" (``hidden`` default (256, 256), other MLP keywords pass through), "lenet300", "lenet5"
     (needs 32x32 input), "lenet5_caffe" (28x28), "bnn_convnet" (``act``, ``out_bn``), "resnet20", "resnet32",
-    "resnet44", "resnet56".
+    "resnet44", "resnet56", "resnet18" (torchvision's, ImageNet), "smallconv" (the quick presets' 3-conv net).
 
     Raises:
         NnqError: unknown name or an input shape the model cannot take.
@@ -452,11 +452,26 @@ def build_model(name: str, input_shape: Sequence[int], num_classes: int, **kw) -
         return BnnConvNet(c, num_classes, image_size=h, **kw)
     if name.startswith("resnet") and name[6:].isdigit() and int(name[6:]) in (20, 32, 44, 56):
         return ResNetCifar(int(name[6:]), num_classes, in_channels=c, **kw)
+    if name == "resnet18":
+        return resnet18_imagenet(num_classes, in_channels=c)
+    if name == "smallconv":
+        return SmallConvNet(c, num_classes, h)
     raise NnqError(f"unknown model {name!r}; known: {', '.join(MODEL_NAMES)}")
 
 
 MODEL_NAMES = ("mlp", "lenet300", "lenet5", "lenet5_caffe", "bnn_convnet", "resnet20", "resnet32", "resnet44",
-               "resnet56")
+               "resnet56", "resnet18", "smallconv")
+
+
+def resnet18_imagenet(num_classes: int = 1000, in_channels: int = 3) -> nn.Module:
+    """torchvision's ResNet-18, the ImageNet network of the papers' ``paper`` presets; for ``in_channels`` other
+    than 3 its first conv takes that many channels."""
+    from torchvision.models import resnet18
+
+    m = resnet18(num_classes=num_classes)
+    if in_channels != 3:
+        m.conv1 = nn.Conv2d(in_channels, 64, 7, stride=2, padding=3, bias=False)
+    return m
 
 
 # ------------------------------------------------------------------------------------------- attention

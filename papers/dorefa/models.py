@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from common.errors import NnqError
-from common.models import SmallConvNet
+from common.models import build_model
 
 ARCHS = ("smallconv", "svhn_convnet", "alexnet", "resnet20", "resnet18")
 
@@ -106,21 +106,10 @@ EDGE_LAYERS = {"smallconv": ("conv1", "fc"), "svhn_convnet": ("conv0", "fc"), "a
 def build_float(arch: str, input_shape: tuple[int, int, int], num_classes: int, width: float = 1.0) -> nn.Module:
     """The float network ``arch`` for data of ``input_shape`` (C, H, W); ``width`` scales svhn_convnet."""
     c, h, _ = input_shape
-    if arch == "smallconv":
-        return SmallConvNet(c, num_classes, h)
     if arch == "svhn_convnet":
         return SvhnConvNet(c, num_classes, h, width)
     if arch == "alexnet":
         return AlexNetBN(c, num_classes)
-    if arch == "resnet20":
-        from common.models import ResNetCifar
-
-        return ResNetCifar(20, num_classes, in_channels=c)
-    if arch == "resnet18":
-        from torchvision.models import resnet18
-
-        m = resnet18(num_classes=num_classes)
-        if c != 3:
-            m.conv1 = nn.Conv2d(c, 64, 7, stride=2, padding=3, bias=False)
-        return m
+    if arch in ("smallconv", "resnet20", "resnet18"):  # common's reference networks
+        return build_model(arch, input_shape, num_classes)
     raise NnqError(f"unknown arch {arch!r}; known: {', '.join(ARCHS)}")

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from common.errors import NnqError
-from common.models import SmallConvNet
+from common.models import build_model
 
 
 class VggSmall(nn.Module):
@@ -49,19 +49,8 @@ KEEP_FLOAT = {"smallconv": ("conv1", "fc"), "resnet20": ("conv1", "linear"), "vg
 def build_float(arch: str, input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
     """The float network ``arch`` for data of ``input_shape`` (C, H, W)."""
     c, h, _ = input_shape
-    if arch == "smallconv":
-        return SmallConvNet(c, num_classes, h)
     if arch == "vggsmall":
         return VggSmall(c, num_classes, h)
-    if arch == "resnet20":
-        from common.models import ResNetCifar
-
-        return ResNetCifar(20, num_classes, in_channels=c)
-    if arch == "resnet18":
-        from torchvision.models import resnet18
-
-        m = resnet18(num_classes=num_classes)
-        if c != 3:
-            m.conv1 = nn.Conv2d(c, 64, 7, stride=2, padding=3, bias=False)
-        return m
+    if arch in ("smallconv", "resnet20", "resnet18"):  # common's reference networks
+        return build_model(arch, input_shape, num_classes)
     raise NnqError(f"unknown arch {arch!r}; known: {', '.join(KEEP_FLOAT)}")

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from common.errors import NnqError
-from common.models import BnnConvNet, LeNet5, ResNetCifar, shortcut_a
+from common.models import BnnConvNet, LeNet5, ResNetCifar, resnet18_imagenet, shortcut_a
 from papers.xnor.xnor import XnorConv2d, XnorLinear, binarize_model_
 
 MODES = ("fp", "bwn", "xnor")
@@ -249,10 +249,6 @@ def build(arch: str, mode: str, input_shape: tuple[int, int, int], num_classes: 
     if arch == "resnet18":
         if mode == "xnor":
             return XnorResNet18(num_classes, c)
-        from torchvision.models import resnet18
-
-        m = resnet18(num_classes=num_classes)
-        if c != 3:
-            m.conv1 = nn.Conv2d(c, 64, 7, stride=2, padding=3, bias=False)
+        m = resnet18_imagenet(num_classes, in_channels=c)
         return binarize_model_(m, "bwn") if mode == "bwn" else m
     raise NnqError(f"unknown arch {arch!r}; known: smallconv, lenet5, bnnconv, resnet20/32/44/56, resnet18")
