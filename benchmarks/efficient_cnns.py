@@ -27,7 +27,6 @@ on the "onednn" engine; on ``default`` both engines are measured.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import math
 import os
@@ -149,26 +148,20 @@ def part_latency(repeats: int, threads: list[int], batches: list[int]) -> list[d
     return out
 
 
-def _state_bytes(model: nn.Module) -> int:
-    buf = io.BytesIO()
-    torch.save(model.state_dict(), buf)
-    return buf.tell()
-
-
 def part_int8(repeats: int, threads: list[int], engines: list[str]) -> dict:
     """fp32 vs int8 (each engine) per architecture, batch 1: bytes and median latency, interleaved."""
     import tempfile
     from pathlib import Path
 
     from common.evaluate import fp32_size_bytes
-    from papers.efficient_cnns.ptq import quantize_int8, save_int8
+    from papers.efficient_cnns.ptq import quantize_int8, save_int8, state_dict_bytes
 
     models = _networks()
     x = torch.randn(1, 3, 224, 224)
     calib = [torch.randn(4, 3, 224, 224) for _ in range(2)]  # speed and size do not depend on the values
     rows: dict[str, dict] = {}
     for name, model in models.items():
-        row = {"fp32_bytes": _state_bytes(model), "fp32_safetensors_bytes": fp32_size_bytes(model), "ms": {},
+        row = {"fp32_bytes": state_dict_bytes(model), "fp32_safetensors_bytes": fp32_size_bytes(model), "ms": {},
                "errors": {}}
         fns = {"fp32": model}
         for engine in engines:
@@ -178,7 +171,7 @@ def part_int8(repeats: int, threads: list[int], engines: list[str]) -> dict:
             except Exception as err:  # an op this engine cannot run: the benchmark shows it
                 row["errors"][engine] = f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"
                 continue
-            row[f"int8_{engine}_bytes"] = _state_bytes(q)
+            row[f"int8_{engine}_bytes"] = state_dict_bytes(q)
             with tempfile.TemporaryDirectory() as tmp:
                 row[f"int8_{engine}_safetensors_bytes"] = save_int8(q, Path(tmp) / "int8.safetensors")
             fns[f"int8_{engine}"] = q
