@@ -132,6 +132,9 @@ def choose_setting_lr(run, setting: StudySetting, grid: Sequence[float], train_v
                       max_steps: int | None = None) -> tuple[float, dict[str, Any]]:
     """:func:`choose_lr_in_run` with the setting's pilots (``lr_pilot_steps``, at most ``max_steps`` on a dry run).
 
+    A grid of one LR (e.g. the LR that seed 0 chose, given to the other seeds) leaves nothing to choose: it is used
+    as given and no pilot runs (``pilot_steps`` 0).
+
     Args:
         run: the ``common.runs.Run`` of the study run.
         setting: the study setting.
@@ -143,6 +146,8 @@ def choose_setting_lr(run, setting: StudySetting, grid: Sequence[float], train_v
         (the chosen LR, the summary's ``extra`` fields that record the choice: lr, lr_grid, pilot_steps,
         lr_pilots_val_top1).
     """
+    if len(grid) == 1:
+        return grid[0], {"lr": grid[0], "lr_grid": list(grid), "pilot_steps": 0, "lr_pilots_val_top1": {}}
     pilot_steps = min(setting.lr_pilot_steps, max_steps or 10**9)
     lr, pilots = choose_lr_in_run(run, train_val, grid, pilot_steps)
     return lr, {"lr": lr, "lr_grid": list(grid), "pilot_steps": pilot_steps,

@@ -46,7 +46,7 @@ def test_pareto_front_keeps_only_points_no_other_beats_in_size_and_accuracy():
     assert pareto_front(points) == [1, 2, 0]
 
 
-def test_choose_setting_lr_runs_the_settings_pilots_cut_to_a_dry_run_and_records_the_choice(tmp_path):
+def test_choose_setting_lr_runs_the_settings_pilots_cut_to_a_dry_run_records_the_choice_and_skips_a_grid_of_one(tmp_path):
     from common.settings import get_setting
     from common.study import choose_setting_lr
 
@@ -59,9 +59,12 @@ def test_choose_setting_lr_runs_the_settings_pilots_cut_to_a_dry_run_and_records
     assert fields == {"lr": 0.01, "lr_grid": [0.1, 0.01], "pilot_steps": setting.lr_pilot_steps,
                       "lr_pilots_val_top1": {"0.1": 40.0, "0.01": 60.0}}
     steps.clear()
-    _, fields = choose_setting_lr(_RunFolder(tmp_path / "dry"), setting, (0.1,), lambda lr, n: steps.append(n) or 1.0,
-                                  max_steps=2)
-    assert steps == [2] and fields["pilot_steps"] == 2
+    _, fields = choose_setting_lr(_RunFolder(tmp_path / "dry"), setting, (0.1, 0.01),
+                                  lambda lr, n: steps.append(n) or 1.0, max_steps=2)
+    assert steps == [2, 2] and fields["pilot_steps"] == 2
+    steps.clear()
+    lr, fields = choose_setting_lr(_RunFolder(tmp_path / "one"), setting, (0.03,), lambda lr, n: steps.append(n) or 1.0)
+    assert lr == 0.03 and steps == [] and fields["pilot_steps"] == 0 and fields["lr_pilots_val_top1"] == {}
 
 
 def test_start_run_refuses_a_method_whose_float_layers_are_not_the_settings(tmp_path):

@@ -44,7 +44,7 @@ class Config(BaseConfig):
     setting: str | None = None
     """Study setting (common.settings) of a study run: its data, float start, batch, steps, schedule and float layers replace dataset, arch, weights, epochs and batch_size; the LR is chosen on the validation split."""
     lr_grid: tuple[float, ...] = ()
-    """LRs a study run tries on the validation split (empty: config.STUDY_LR_GRID)."""
+    """LRs a study run tries on the validation split (empty: config.STUDY_LR_GRID; one LR: used as given, no pilot)."""
     log_every: int = 10
     """Record every basis each this many optimizer steps (the basis trajectories)."""
 
