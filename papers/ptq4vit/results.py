@@ -282,7 +282,47 @@ def build(out_dir: Path | None = None) -> dict[str, Path]:
     if default_out:
         update_readme_block(README, "results", md)
         update_readme_block(README, "sites", sites_md)
+        update_readme_block(README, "findings", _findings(runs))
     return written
+
+
+_ABLATION_ORDER = (((False, False, False), "base PTQ"), ((True, False, False), "Hessian metric alone"),
+                   ((True, True, False), "+ softmax twin"), ((True, False, True), "+ GELU twin"),
+                   ((True, True, True), "all three"))
+
+
+def _drop(run, v) -> str:
+    """Drop from float: top-1 points, or 100 × (1 − cosine) for an embedding cosine."""
+    return f"{100 * (run.summary.fp_value - v):.2f}" if run.summary.metric == "test_embedding_cosine" \
+        else f"{run.summary.fp_value - v:.2f} points"
+
+
+def _findings(runs) -> str:
+    """The README's findings, each figure read from the approved runs (the paper's from paper_numbers)."""
+    lines = []
+    for run in runs:
+        by = {(p.extra.get("variant"), p.w_bits): p.value for p in run.points}
+        f = lambda v: _fmt(run, v)
+        parts = [f"W{b}A{b} PTQ4ViT {f(by[('ptq4vit', b)])}, base PTQ {f(by[('base', b)])}"
+                 for b in (8, 6) if ("base", b) in by and ("ptq4vit", b) in by]
+        line = f"- {_short(run)}: float {f(run.summary.fp_value)}; " + "; ".join(parts) + "."
+        if ("ptq4vit", 8) in by:
+            unit = " in 100 × (1 − cos)" if run.summary.metric == "test_embedding_cosine" else ""
+            line += f" PTQ4ViT's W8A8 drop from float: {_drop(run, by[('ptq4vit', 8)])}{unit}."
+        abl = {(a["hessian"], a["softmax_twin"], a["gelu_twin"]): a["value"]
+               for a in run.summary.extra.get("ablation") or [] if a["bits"] == 6}
+        if abl:
+            line += " Ablation at W6A6: " + ", ".join(f"{name} {f(abl[k])}" for k, name in _ABLATION_ORDER
+                                                        if k in abl) + "."
+        sweep = sorted(run.summary.extra.get("calib_sweep") or [], key=lambda e: e["calib_samples"])
+        if sweep:
+            line += (f" Calibration set of {' / '.join(str(e['calib_samples']) for e in sweep)} samples at "
+                     f"W{sweep[0]['w_bits']}A{sweep[0]['a_bits']}: {' / '.join(f(e['value']) for e in sweep)}.")
+        lines.append(line)
+    paper = {(h, s, g): w6 for h, s, g, _, w6 in ABLATION["ViT-S/224"]}
+    lines.append("- Paper, ViT-S/224 (ImageNet top-1 %), ablation at W6A6: "
+                 + ", ".join(f"{name} {paper[k]:.2f}" for k, name in _ABLATION_ORDER if k in paper) + ".")
+    return "\n".join(lines)
 
 
 def _takeaways(runs) -> list[str]:

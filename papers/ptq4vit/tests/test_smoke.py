@@ -63,12 +63,14 @@ def test_results_rebuild_tables_figures_and_deck(tmp_path):
     from pptx import Presentation
 
     from common.results import load_approved
-    from papers.ptq4vit.results import README, build
+    from papers.ptq4vit.results import README, _findings, build
 
     runs = load_approved("ptq4vit")
     if not runs:
         pytest.skip("no approved run yet")
     before = README.read_text()
+    # the README's findings are the approved runs' figures, as results.py last wrote them
+    assert before.split("<!-- BEGIN findings -->")[1].split("<!-- END findings -->")[0].strip() == _findings(runs)
     written = build(tmp_path)
     table = (tmp_path / "paper_table.md").read_text()
     for run in runs:
