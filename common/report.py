@@ -515,6 +515,16 @@ def comparison_table(rows: Sequence[Mapping[str, Any]], out_dir: str | os.PathLi
     return md
 
 
+def readme_block(readme_path: str | os.PathLike, block_name: str) -> str:
+    """The text between ``<!-- BEGIN name -->`` and ``<!-- END name -->`` of a README (stripped of blank lines
+    at its ends), as :func:`update_readme_block` last wrote it."""
+    text = Path(readme_path).read_text(encoding="utf-8")
+    begin, end = f"<!-- BEGIN {block_name} -->", f"<!-- END {block_name} -->"
+    if text.count(begin) != 1 or text.count(end) != 1:
+        raise NnqError(f"{readme_path} needs exactly one '{begin}' followed by one '{end}'")
+    return text.split(begin)[1].split(end)[0].strip(chr(10))
+
+
 def update_readme_block(readme_path: str | os.PathLike, block_name: str, markdown: str) -> bool:
     """Replaces the text between ``<!-- BEGIN name -->`` and ``<!-- END name -->``.
 

@@ -137,6 +137,7 @@ def test_update_readme_block_replaces_only_the_block(tmp_path):
     text = readme.read_text(encoding="utf-8")
     assert text == f"{before}<!-- BEGIN results -->\n| a |\n|---|\n<!-- END results -->{after}"
     assert not report.update_readme_block(readme, "results", "| a |\n|---|\n")
+    assert report.readme_block(readme, "results") == "| a |\n|---|"  # what was written, read back
 
 
 def test_update_readme_block_errors_without_markers(tmp_path):
@@ -145,6 +146,8 @@ def test_update_readme_block_errors_without_markers(tmp_path):
     with pytest.raises(NnqError, match="END results"):
         report.update_readme_block(readme, "results", "x")
     assert readme.read_text(encoding="utf-8") == "# Paper\n<!-- BEGIN results -->\n"
+    with pytest.raises(NnqError, match="END results"):
+        report.readme_block(readme, "results")
 
 
 def test_build_deck_slides_size_and_title(tmp_path):

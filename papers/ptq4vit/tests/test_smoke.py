@@ -62,6 +62,7 @@ def test_paper_preset_dry_runs_on_a_tiny_folder(tmp_path):
 def test_results_rebuild_tables_figures_and_deck(tmp_path):
     from pptx import Presentation
 
+    from common.report import readme_block
     from common.results import load_approved
     from papers.ptq4vit.results import README, _findings, build
 
@@ -69,8 +70,7 @@ def test_results_rebuild_tables_figures_and_deck(tmp_path):
     if not runs:
         pytest.skip("no approved run yet")
     before = README.read_text()
-    # the README's findings are the approved runs' figures, as results.py last wrote them
-    assert before.split("<!-- BEGIN findings -->")[1].split("<!-- END findings -->")[0].strip() == _findings(runs)
+    assert readme_block(README, "findings") == _findings(runs)  # the README's figures are the approved runs'
     written = build(tmp_path)
     table = (tmp_path / "paper_table.md").read_text()
     for run in runs:
