@@ -141,6 +141,45 @@ def _comparison_rows(runs) -> list[list[str]]:
     return rows
 
 
+def _findings(runs) -> str:
+    """The README's findings, each figure read from the approved runs: LQ vs uniform levels seed by seed, the LR
+    each setting used, and the bit-operation checks of every run."""
+    groups = _groups(runs)
+    lines = []
+    for (where, arch, w, a, q), lq_runs in sorted(groups.items(), key=lambda kv: str(kv[0])):
+        uniform = {r.summary.seed: r for r in groups.get((where, arch, w, a, "uniform"), [])}
+        pairs = [(r, uniform[r.summary.seed]) for r in sorted(lq_runs, key=lambda r: r.summary.seed)
+                 if q == "lq" and r.summary.seed in uniform]
+        if not pairs:
+            continue
+        diffs = [lq.summary.value - un.summary.value for lq, un in pairs]
+        lower = sum(lq.summary.extra["mean_rel_weight_error"] < un.summary.extra["mean_rel_weight_error"]
+                    for lq, un in pairs)
+        both = [r for pair in pairs for r in pair]
+        lrs = sorted({r.summary.extra.get("lr") for r in both} - {None})
+        piloted = sorted({r.summary.seed for r in both if r.summary.extra.get("pilot_steps")})
+        lr = f"; LR {', '.join(f'{v:g}' for v in lrs)}" if lrs else ""
+        if lr and piloted:
+            given = sorted({r.summary.seed for r in both} - set(piloted))
+            lr += (f" (chosen on the validation split by the pilots of seed {', '.join(map(str, piloted))}"
+                   + (f", given to seed {', '.join(map(str, given))}" if given else "") + ")")
+        lines.append(f"- {arch}, W{w}A{32 if a is None else a}, {where}: LQ − uniform top-1 per seed "
+                     + ", ".join(f"s{lq.summary.seed} {d:+.2f}" for (lq, _), d in zip(pairs, diffs))
+                     + f" pts (mean {statistics.mean(diffs):+.2f}); LQ's weight error is the lower on {lower} of "
+                     f"{len(pairs)} seeds{lr}.")
+    checked = [r for r in runs if "bitwise_net_same_predictions" in r.summary.extra]
+    if checked:
+        same = sum(bool(r.summary.extra["bitwise_net_same_predictions"]) for r in checked)
+        reloads = sum(bool(r.summary.extra.get("artifact_reproduces_predictions")) for r in checked)
+        worst = max(r.summary.extra["bitwise_net_vs_simulated_max_rel"] for r in checked)
+        ratios = [r.summary.compression_ratio for r in checked]
+        lines.append(f"- Bit-operation inference: in {same} of {len(checked)} runs the whole network computed from "
+                     f"packed bit-planes predicts the same classes as the simulated one (largest relative logit "
+                     f"difference {worst:.1e}); the bit-plane artifact reloads to the same predictions in {reloads} "
+                     f"of {len(checked)}, at {min(ratios):.1f}–{max(ratios):.1f}× smaller than the fp32 file.")
+    return "\n".join(lines)
+
+
 COMPARISON_HEADER = ["Setting", "Seeds (LQ / unif.)", "LQ top-1 (%)", "Uniform top-1 (%)", "Δ (pts)",
                      "LQ weight err.", "Uniform weight err."]
 
@@ -218,6 +257,7 @@ def build(out_dir: Path | None = None) -> dict[str, Path]:
     if default_out:
         update_readme_block(README, "results", md + "\n\nThe paper's figures (ImageNet; ours not run at that "
                             "scale):\n\n" + markdown_table(paper_header, paper_rows))
+        update_readme_block(README, "findings", _findings(runs))
     return written
 
 

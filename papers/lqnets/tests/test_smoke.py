@@ -58,9 +58,11 @@ def test_study_path_dry_run_writes_a_valid_study_row(tmp_path):
 
 
 def test_results_rebuild_tables_figures_and_deck_from_the_approved_runs(tmp_path):
-    from papers.lqnets.results import README, build
+    from common.report import readme_block
+    from papers.lqnets.results import README, _findings, build
 
-    rebuild_results("lqnets", build, README, tmp_path, "accuracy.md")
+    _, runs = rebuild_results("lqnets", build, README, tmp_path, "accuracy.md")
+    assert readme_block(README, "findings") == _findings(runs)  # the README's figures are the approved runs'
     assert "Uniform top-1" in (tmp_path / "accuracy.md").read_text()  # the learned-vs-uniform comparison over seeds
     assert (tmp_path / "accuracy_vs_bits.png").stat().st_size > 10_000
     assert any(p.name.startswith("levels_w_") for p in tmp_path.glob("*.png"))
