@@ -154,6 +154,38 @@ def choose_setting_lr(run, setting: StudySetting, grid: Sequence[float], train_v
                 "lr_pilots_val_top1": {str(k): v for k, v in pilots.items()}}
 
 
+def lr_provenance(rows: Sequence[Any]) -> str:
+    """How the LR of one cell's runs was set, read from their summaries' ``extra`` (:func:`choose_setting_lr`).
+
+    Args:
+        rows: the summaries (``common.summary.Summary``) of one cell, a seed each.
+
+    Returns:
+        e.g. "LR 0.01 (chosen on the validation split by the pilots of seed 0, given to seeds 1, 2)", with "; the
+        smallest LR of its grid 0.003, 0.01, 0.03" when the pilots chose an end of their grid (a wider grid may do
+        better); "" when no row records an LR.
+    """
+    lrs = sorted({r.extra.get("lr") for r in rows} - {None})
+    if not lrs:
+        return ""
+    text = f"LR {', '.join(f'{v:g}' for v in lrs)}"
+    piloted = [r for r in rows if r.extra.get("pilot_steps")]
+    if piloted:
+        seeds = sorted({r.seed for r in piloted})
+        given = sorted({r.seed for r in rows} - set(seeds))
+        plural = lambda ss: ("seeds " if len(ss) > 1 else "seed ") + ", ".join(map(str, ss))  # noqa: E731
+        text += (f" (chosen on the validation split by the pilots of {plural(seeds)}"
+                 + (f", given to {plural(given)}" if given else "") + ")")
+        ends = set()
+        for r in piloted:
+            grid = sorted(r.extra.get("lr_grid") or [])
+            if len(grid) > 1 and r.extra["lr"] in (grid[0], grid[-1]):
+                end = "smallest" if r.extra["lr"] == grid[0] else "largest"
+                ends.add(f"; the pilots chose the {end} LR of their grid {', '.join(f'{v:g}' for v in grid)}")
+        text += "".join(sorted(ends))
+    return text
+
+
 def float_reference_fields(setting: str, seed: int = 0) -> dict[str, Any]:
     """The summary's ``fp_value`` and ``fp_recipe`` from :func:`float_reference`; {} when none is approved."""
     ref = float_reference(setting, seed)

@@ -67,6 +67,23 @@ def test_choose_setting_lr_runs_the_settings_pilots_cut_to_a_dry_run_records_the
     assert lr == 0.03 and steps == [] and fields["pilot_steps"] == 0 and fields["lr_pilots_val_top1"] == {}
 
 
+def test_lr_provenance_names_the_seeds_whose_pilots_chose_the_lr_and_flags_an_end_of_the_grid():
+    from types import SimpleNamespace
+
+    from common.study import lr_provenance
+
+    def row(seed, lr, grid, pilots):
+        return SimpleNamespace(seed=seed, extra={"lr": lr, "lr_grid": grid, "pilot_steps": 350 if pilots else 0})
+
+    chosen_inside = [row(0, 0.01, [0.003, 0.01, 0.03], True), row(1, 0.01, [0.01], False), row(2, 0.01, [0.01], False)]
+    assert lr_provenance(chosen_inside) == ("LR 0.01 (chosen on the validation split by the pilots of seed 0, "
+                                            "given to seeds 1, 2)")
+    at_the_edge = [row(0, 0.003, [0.003, 0.01, 0.03], True)]
+    assert lr_provenance(at_the_edge).endswith("the pilots chose the smallest LR of their grid 0.003, 0.01, 0.03")
+    assert lr_provenance([row(0, 0.01, [0.01], False)]) == "LR 0.01"  # given, nothing chosen
+    assert lr_provenance([SimpleNamespace(seed=0, extra={})]) == ""
+
+
 def test_start_run_refuses_a_method_whose_float_layers_are_not_the_settings(tmp_path):
     import dataclasses
 

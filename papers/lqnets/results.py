@@ -12,6 +12,7 @@ from pathlib import Path
 
 from common.deck import Bullets, Figure, Formula, Source, Table, build_paper_deck, combine, paper_source, runs_source
 from common.report import markdown_table, save_figure, slide_figure, summary_footer, update_readme_block
+from common.study import lr_provenance
 from common.results import results_cli, results_target
 from common.results import run_missing as common_run_missing
 from papers.lqnets.config import PRESETS
@@ -156,13 +157,8 @@ def _findings(runs) -> str:
         lower = sum(lq.summary.extra["mean_rel_weight_error"] < un.summary.extra["mean_rel_weight_error"]
                     for lq, un in pairs)
         both = [r for pair in pairs for r in pair]
-        lrs = sorted({r.summary.extra.get("lr") for r in both} - {None})
-        piloted = sorted({r.summary.seed for r in both if r.summary.extra.get("pilot_steps")})
-        lr = f"; LR {', '.join(f'{v:g}' for v in lrs)}" if lrs else ""
-        if lr and piloted:
-            given = sorted({r.summary.seed for r in both} - set(piloted))
-            lr += (f" (chosen on the validation split by the pilots of seed {', '.join(map(str, piloted))}"
-                   + (f", given to seed {', '.join(map(str, given))}" if given else "") + ")")
+        lr = lr_provenance([r.summary for r in both])
+        lr = f"; {lr}" if lr else ""
         lines.append(f"- {arch}, W{w}A{32 if a is None else a}, {where}: LQ − uniform top-1 per seed "
                      + ", ".join(f"s{lq.summary.seed} {d:+.2f}" for (lq, _), d in zip(pairs, diffs))
                      + f" pts (mean {statistics.mean(diffs):+.2f}); LQ's weight error is the lower on {lower} of "

@@ -51,6 +51,15 @@ def run_key(cfg: Config) -> str:
     return re.sub(r"[^A-Za-z0-9.-]+", "-", key).strip("-")
 
 
+def method_name(cfg: Config) -> str:
+    """The summary's ``method``: "LSQ" with the paper's choices, else the ablation it is (the study's comparison
+    keeps each as its own cell rather than pooling it with LSQ's seeds)."""
+    variants = [{"n": "g = 1/√N", "one": "g = 1"}.get(cfg.grad_scale, ""), "naive init" if cfg.init != "paper" else "",
+                "distilled" if cfg.distill else ""]
+    variants = [v for v in variants if v]
+    return f"LSQ ({', '.join(variants)})" if variants else "LSQ"
+
+
 def build_lsq(cfg: Config, float_model: nn.Module, arch: str, edge_bits: int | None) -> nn.Module:
     """The LSQ network of ``cfg``: a copy of ``float_model`` with every conv/linear replaced by its LSQ layer."""
     first, last = EDGE_LAYERS[arch]
@@ -145,7 +154,7 @@ def _artifact_check(model: nn.Module, data, run: Run, rebuild) -> dict:
 def _row(cfg: Config, model: nn.Module, data, test: dict, chk: dict, res: dict, fp: dict, **fields) -> dict:
     extra = fields.pop("extra", {})
     return {
-        "method": "LSQ", "dataset": data.label, "metric": "test_top1", "value": round(test["top1"], 4),
+        "method": method_name(cfg), "dataset": data.label, "metric": "test_top1", "value": round(test["top1"], 4),
         "w_bits": cfg.w_bits, "a_bits": cfg.a_bits, "params": count_params(model),
         "model_bits": model_bits(stored_fields(model)), "size_bytes": chk["size"],
         "compression_ratio": round(fp32_size_bytes(model) / chk["size"], 3), "train_time_s": res["train_time_s"],

@@ -1,6 +1,7 @@
 """LSQ math: Eq. (1)-(3), the gradient scale of Sec. 2.2, the init of Sec. 2.1, layers and conversion."""
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -177,3 +178,13 @@ def test_conv_from_float_computes_with_quantized_weights_and_inputs():
     w_hat = conv.w_quant.codes(conv.weight).float() * conv.w_quant.s
     x_hat = conv.a_quant.codes(x).float() * conv.a_quant.s
     torch.testing.assert_close(y, nn.functional.conv2d(x_hat, w_hat, padding=1))
+
+
+def test_an_ablation_run_is_its_own_method_so_the_study_never_pools_it_with_lsq():
+    from papers.lsq.config import PRESETS
+    from papers.lsq.train import method_name
+
+    base = PRESETS["cifar10_resnet20"]
+    names = {method_name(base), method_name(replace(base, grad_scale="one")), method_name(replace(base, grad_scale="n")),
+             method_name(replace(base, init="naive")), method_name(replace(base, distill=True))}
+    assert method_name(base) == "LSQ" and len(names) == 5
