@@ -236,8 +236,8 @@ def build(out_dir: Path | None = None) -> dict[str, Path]:
     headline = Table("Paper vs ours", ["Setting (W/A)", "Paper top-1 (%)", "Ours top-1 (%)"], head_rows,
                      combine(paper_source(PAPER, README_REF), runs_source(runs)) if runs
                      else paper_source(PAPER, README_REF),
-                     legend="Paper: ImageNet ResNet-18 (official README). Ours: CPU-sized runs, mean ± std over "
-                            "seeds; the study's CIFAR-10 ResNet-20 rows are added when run")
+                     legend="Paper: ImageNet ResNet-18 (official README). Ours: digits (quick) and the study's "
+                            "CIFAR-10 ResNet-20 fine-tune, CPU-sized, mean ± std over seeds")
     cite = Source(CITATION, ("papers/lqnets/paper_numbers.py",))
     appendix = [Table("Every approved run (quick = CPU minutes, not paper scale)", header, rows, runs_source(runs))]
     if comparison:
