@@ -161,9 +161,9 @@ def lr_provenance(rows: Sequence[Any]) -> str:
         rows: the summaries (``common.summary.Summary``) of one cell, a seed each.
 
     Returns:
-        e.g. "LR 0.01 (chosen on the validation split by the pilots of seed 0, given to seeds 1, 2)", with "; the
-        smallest LR of its grid 0.003, 0.01, 0.03" when the pilots chose an end of their grid (a wider grid may do
-        better); "" when no row records an LR.
+        e.g. "LR 0.01 (chosen on the validation split by the pilots of seed 0, given to seeds 1, 2)", followed by
+        "; the pilots chose the smallest LR of their grid 0.003, 0.01, 0.03" when they chose an end of their grid
+        (a wider grid may do better); "" when no row records an LR.
     """
     lrs = sorted({r.extra.get("lr") for r in rows} - {None})
     if not lrs:

@@ -12,9 +12,9 @@ from pathlib import Path
 
 from common.deck import Bullets, Figure, Formula, Source, Table, build_paper_deck, combine, paper_source, runs_source
 from common.report import markdown_table, save_figure, slide_figure, summary_footer, update_readme_block
-from common.study import lr_provenance
 from common.results import results_cli, results_target
 from common.results import run_missing as common_run_missing
+from common.study import lr_provenance
 from papers.lqnets.config import PRESETS
 from papers.lqnets.paper_numbers import README_REF, TOP1
 from papers.lqnets.train import main

@@ -58,6 +58,8 @@ KNOWN_GAPS = [
     "The paper preset's schedule (90 epochs, batch 256, LR 0.01, cosine) is still to be checked against Sec. 3 of "
     "the paper's text.",
 ]
+
+
 def _known_gaps(runs) -> list[str]:
     from common.settings import get_setting
 
@@ -68,7 +70,7 @@ def _known_gaps(runs) -> list[str]:
     missing = [f"W{w}A{a} s{seed}" for (w, a), n in points.items() for seed in range(n)
                if (w, a, seed) not in have]
     study = [f"Study setting cifar10_resnet20 not yet run: {', '.join(missing)}."] if missing else []
-    for (w, a), _ in points.items():
+    for w, a in points:
         rows = [r.summary for r in runs if r.summary.setting == "cifar10_resnet20" and _is_main(r)
                 and (r.summary.w_bits, r.summary.a_bits) == (w, a) and r.summary.fp_value is not None]
         if w == a in (3, 4) and rows and statistics.mean(r.value for r in rows) < rows[0].fp_value - 1:
@@ -90,9 +92,8 @@ def _findings(runs) -> str:
         rows.sort(key=lambda r: r.seed)
         values = [r.value for r in rows]
         fp = rows[0].fp_value
-        mean = statistics.mean(values)
-        spread = f" ± {statistics.stdev(values):.2f}" if len(values) > 1 else ""
-        several = len(values) > 1
+        mean, several = statistics.mean(values), len(values) > 1
+        spread = f" ± {statistics.stdev(values):.2f}" if several else ""
         near = "" if fp is None else (f"; float {fp:.2f}%, {'mean ' if several else ''}{mean - fp:+.2f} pts; "
                                       f"within 1 point of float on {sum(v >= fp - 1 for v in values)} of "
                                       f"{len(values)} seed{'s' if several else ''}")

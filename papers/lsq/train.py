@@ -54,8 +54,8 @@ def run_key(cfg: Config) -> str:
 def method_name(cfg: Config) -> str:
     """The summary's ``method``: "LSQ" with the paper's choices, else the ablation it is (the study's comparison
     keeps each as its own cell rather than pooling it with LSQ's seeds)."""
-    variants = [{"n": "g = 1/√N", "one": "g = 1"}.get(cfg.grad_scale, ""), "naive init" if cfg.init != "paper" else "",
-                "distilled" if cfg.distill else ""]
+    variants = [{"n": "g = 1/√N", "one": "g = 1"}.get(cfg.grad_scale, ""),
+                "naive init" if cfg.init != "paper" else "", "distilled" if cfg.distill else ""]
     variants = [v for v in variants if v]
     return f"LSQ ({', '.join(variants)})" if variants else "LSQ"
 

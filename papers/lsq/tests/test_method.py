@@ -185,6 +185,7 @@ def test_an_ablation_run_is_its_own_method_so_the_study_never_pools_it_with_lsq(
     from papers.lsq.train import method_name
 
     base = PRESETS["cifar10_resnet20"]
-    names = {method_name(base), method_name(replace(base, grad_scale="one")), method_name(replace(base, grad_scale="n")),
-             method_name(replace(base, init="naive")), method_name(replace(base, distill=True))}
+    variants = [replace(base, grad_scale="one"), replace(base, grad_scale="n"), replace(base, init="naive"),
+                replace(base, distill=True)]
+    names = {method_name(base), *map(method_name, variants)}
     assert method_name(base) == "LSQ" and len(names) == 5
