@@ -10,7 +10,7 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
-from common.deck import Bullets, Figure, Formula, Source, Table, build_paper_deck, runs_source
+from common.deck import Bullets, Figure, Formula, Source, Table, build_paper_deck, mean_sd, runs_source
 from common.report import markdown_table, save_figure, slide_figure, summary_footer, update_readme_block
 from common.results import results_cli, results_target
 from common.results import run_missing as common_run_missing
@@ -165,16 +165,17 @@ def build(out_dir: Path | None = None) -> dict[str, Path]:
         name = _traj_name(run)
         png, _ = save_figure(fig, out, name, footer=summary_footer(run.summary.to_dict()))
         written[name] = png
+    firsts = [min(cell, key=lambda r: r.summary.seed) for cell in _cells(runs).values()]  # other seeds: on disk
     figures = [Figure(f"Learned step sizes: {_short(run)}", written[_traj_name(run)], runs_source([run]))
-               for run in runs if _is_main(run) and _traj_name(run) in written]
+               for run in firsts if _traj_name(run) in written]
     abl = _ablation(runs, out)
     if abl:
         written["ablation"] = abl[1]
         figures.insert(0, Figure("Gradient scale and init (quick, digits, W2A2)", abl[1], runs_source(abl[0])))
     head = ["Setting", "Ours top-1 (%)", "Our float (%)", "Paper (ref)"]
-    head_rows = [[_short(run), f"{run.summary.value:.2f}",
-                  "—" if run.summary.fp_value is None else f"{run.summary.fp_value:.2f}", "—"]
-                 for run in runs if _is_main(run)]
+    head_rows = [[_cell_label(cell), mean_sd([r.summary.value for r in cell]),
+                  "—" if cell[0].summary.fp_value is None else f"{cell[0].summary.fp_value:.2f}", "—"]
+                 for cell in _cells(runs).values()]
     cite = Source(CITATION, ("papers/lsq/paper_numbers.py",))
     written["deck"] = build_paper_deck(
         out / "lsq_deck.pptx", title=TITLE, subtitle=CITATION, idea=Bullets("The idea", IDEA, cite),
@@ -203,10 +204,30 @@ def _is_main(run) -> bool:
     return c.get("grad_scale") == "nqp" and c.get("init") == "paper" and not c.get("distill")
 
 
-def _short(run) -> str:
+def _what(run) -> str:
+    """Bits, network and setting (or preset) of a run: "W4A4, resnet20, study cifar10_resnet20"."""
     s = run.summary
     where = f"study {s.setting}" if s.setting else f"{s.preset} preset"
-    return f"W{s.w_bits}A{s.a_bits}, {run.config.get('arch')}, {where}, s{s.seed}"
+    return f"W{s.w_bits}A{s.a_bits}, {run.config.get('arch')}, {where}"
+
+
+def _short(run) -> str:
+    return f"{_what(run)}, s{run.summary.seed}"
+
+
+def _cells(runs) -> dict[tuple, list]:
+    """The runs with the paper's choices, by cell (setting or preset, network, bits), seeds in order."""
+    cells: dict[tuple, list] = {}
+    for run in sorted((r for r in runs if _is_main(r)), key=lambda r: r.summary.seed):
+        s = run.summary
+        cells.setdefault((s.setting or s.preset, run.config.get("arch"), s.w_bits, s.a_bits), []).append(run)
+    return cells
+
+
+def _cell_label(cell: list) -> str:
+    """A cell's name and its seeds: "W4A4, resnet20, study cifar10_resnet20, s0–2"."""
+    seeds = [r.summary.seed for r in cell]
+    return f"{_what(cell[0])}, " + (f"s{seeds[0]}" if len(seeds) == 1 else f"seeds {', '.join(map(str, seeds))}")
 
 
 def _ablation(runs, out: Path):
@@ -233,11 +254,13 @@ def _ablation(runs, out: Path):
 
 def _takeaways(runs) -> list[str]:
     out = []
-    for run in runs:
-        s = run.summary
-        if _is_main(run) and s.fp_value is not None:
-            out.append(f"{_short(run)}: {s.value:.2f}% vs float {s.fp_value:.2f}% "
-                       f"({s.value - s.fp_value:+.2f} pts), file {s.compression_ratio:.1f}× smaller than fp32.")
+    for cell in _cells(runs).values():
+        fp = cell[0].summary.fp_value
+        if fp is not None:
+            mean = statistics.mean(r.summary.value for r in cell)
+            out.append(f"{_cell_label(cell)}: top-1 (%) {mean_sd([r.summary.value for r in cell])} vs float "
+                       f"{fp:.2f} ({mean - fp:+.2f} pts), file {cell[0].summary.compression_ratio:.1f}× smaller "
+                       "than fp32.")
     out.append("The trained model is stored as b-bit codes plus one fp32 step size per quantizer; reloaded, it "
                "predicts exactly as the trained model, and a layer computed with integers matches the simulated one.")
     return out
