@@ -82,14 +82,9 @@ def _known_gaps(runs) -> list[str]:
 def _findings(runs) -> str:
     """The README's findings, each figure read from the approved runs: per study cell (the paper's choices), the
     top-1 of each seed, their mean, the distance to the float reference and how the LR was set."""
-    cells: dict[tuple, list] = {}
-    for run in runs:
-        s = run.summary
-        if s.setting and _is_main(run):
-            cells.setdefault((s.setting, s.w_bits, s.a_bits), []).append(run.summary)
+    study = {key: [r.summary for r in cell] for key, cell in _cells(runs).items() if cell[0].summary.setting}
     lines = []
-    for (setting, w, a), rows in sorted(cells.items(), key=lambda kv: (kv[0][0], -kv[0][1], -kv[0][2])):
-        rows.sort(key=lambda r: r.seed)
+    for (setting, _, w, a), rows in sorted(study.items(), key=lambda kv: (kv[0][0], -kv[0][2], -kv[0][3])):
         values = [r.value for r in rows]
         fp = rows[0].fp_value
         mean, several = statistics.mean(values), len(values) > 1
@@ -225,7 +220,7 @@ def _cells(runs) -> dict[tuple, list]:
 
 
 def _cell_label(cell: list) -> str:
-    """A cell's name and its seeds: "W4A4, resnet20, study cifar10_resnet20, s0–2"."""
+    """A cell's name and its seeds: "W4A4, resnet20, study cifar10_resnet20, seeds 0, 1, 2"."""
     seeds = [r.summary.seed for r in cell]
     return f"{_what(cell[0])}, " + (f"s{seeds[0]}" if len(seeds) == 1 else f"seeds {', '.join(map(str, seeds))}")
 
