@@ -54,7 +54,6 @@ DEVIATIONS = [
 KNOWN_GAPS = [
     "The paper's ImageNet figures are not yet entered (only after checking against its text).",
     "The paper preset (ImageNet ResNet-18) has only been dry-run.",
-    "Gradient-scale and distillation ablations on ResNet-20 (3 seeds) not yet run; only the quick one.",
     "The paper preset's schedule (90 epochs, batch 256, LR 0.01, cosine) is still to be checked against Sec. 3 of "
     "the paper's text.",
 ]
@@ -70,6 +69,13 @@ def _known_gaps(runs) -> list[str]:
     missing = [f"W{w}A{a} s{seed}" for (w, a), n in points.items() for seed in range(n)
                if (w, a, seed) not in have]
     study = [f"Study setting cifar10_resnet20 not yet run: {', '.join(missing)}."] if missing else []
+    ran = {(r.summary.seed, _variant_key(r)) for r in runs
+           if r.summary.setting == "cifar10_resnet20" and (r.summary.w_bits, r.summary.a_bits) == (2, 2)}
+    for key in STUDY_ABLATIONS:
+        seeds = [seed for seed in range(setting.seeds_for(2, 2)) if (seed, key) not in ran]
+        if seeds:
+            study.append(f"Ablation {_one_line(VARIANTS[key])} on W2A2 cifar10_resnet20 not yet run: "
+                         f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}.")
     for (where, _, w, a), cell in _cells(runs).items():
         fp = cell[0].summary.fp_value
         if where == "cifar10_resnet20" and w == a and w in (3, 4) and fp is not None \
@@ -96,6 +102,33 @@ def _findings(runs) -> str:
         lines.append(f"- W{w}A{a}, study {setting}: top-1 per seed "
                      + ", ".join(f"s{r.seed} {r.value:.2f}" for r in rows)
                      + (f"% (mean {mean:.2f}{spread})" if several else "%") + near + (f"; {lr}" if lr else "") + ".")
+    return "\n".join(lines)
+
+
+def _ablation_findings(runs) -> str:
+    """The README's ablation lines, read from the approved runs: per study W2A2 cell and choice beside the paper's,
+    each seed's top-1 and its difference to the paper's choices on the same seed."""
+    lines = []
+    for (where, arch), variants in _ablations(runs).items():
+        base = {r.summary.seed: r.summary.value for r in variants.get(PAPER_CHOICES, [])}
+        if where == "quick" or not base:
+            continue
+        for key, cell in variants.items():
+            if key == PAPER_CHOICES:
+                continue
+            values = [r.summary.value for r in cell]
+            paired = [(r.summary.seed, base[r.summary.seed] - r.summary.value) for r in cell if r.summary.seed in base]
+            mean = f" (mean {statistics.mean(values):.2f} ± {statistics.stdev(values):.2f})" if len(values) > 1 else ""
+            line = (f"- {_one_line(VARIANTS[key])}, W2A2, {arch}, study {where}: top-1 per seed "
+                    + ", ".join(f"s{r.summary.seed} {r.summary.value:.2f}" for r in cell) + f"%{mean}")
+            if paired:
+                ahead = sum(d > 0 for _, d in paired)
+                line += ("; the paper's choices minus this, same seed: "
+                         + ", ".join(f"s{seed} {d:+.2f}" for seed, d in paired)
+                         + f" (mean {statistics.mean(d for _, d in paired):+.2f} pts); the paper's choices ahead on "
+                         f"{ahead} of {len(paired)} seed{'s' if len(paired) > 1 else ''}")
+            lr = lr_provenance([r.summary for r in cell])
+            lines.append(line + (f"; {lr}" if lr else "") + ".")
     return "\n".join(lines)
 
 
@@ -163,10 +196,10 @@ def build(out_dir: Path | None = None) -> dict[str, Path]:
     firsts = [min(cell, key=lambda r: r.summary.seed) for cell in _cells(runs).values()]  # other seeds: on disk
     figures = [Figure(f"Learned step sizes: {_short(run)}", written[_traj_name(run)], runs_source([run]))
                for run in firsts if _traj_name(run) in written]
-    abl = _ablation(runs, out)
-    if abl:
-        written["ablation"] = abl[1]
-        figures.insert(0, Figure("Gradient scale and init (quick, digits, W2A2)", abl[1], runs_source(abl[0])))
+    for i, (title, picked, png) in enumerate(_ablation(runs, out)):
+        written[png.stem] = png
+        figures.insert(i, Figure(title, png, runs_source(picked)))
+    abl_table = _ablation_table(runs)
     head = ["Setting", "Ours top-1 (%)", "Our float (%)", "Paper (ref)"]
     head_rows = [[_cell_label(cell), mean_sd([r.summary.value for r in cell]),
                   "—" if cell[0].summary.fp_value is None else f"{cell[0].summary.fp_value:.2f}", "—"]
@@ -181,10 +214,12 @@ def build(out_dir: Path | None = None) -> dict[str, Path]:
         figures=figures, deviations=Bullets("Deviations", DEVIATIONS, cite, numbered=True),
         known_gaps=Bullets("Known gaps", gaps, cite),
         takeaways=Bullets("Takeaways", _takeaways(runs), runs_source(runs)),
-        appendix=[Table("Every approved run (quick = CPU minutes, not paper scale)", header, rows, runs_source(runs))])
+        appendix=[*([abl_table] if abl_table else []),
+                  Table("Every approved run (quick = CPU minutes, not paper scale)", header, rows, runs_source(runs))])
     if default_out:
         update_readme_block(README, "results", md)
         update_readme_block(README, "findings", _findings(runs))
+        update_readme_block(README, "ablation_findings", _ablation_findings(runs))
         update_readme_block(README, "known_gaps", "\n".join(f"- {g}" for g in gaps))
     return written
 
@@ -226,26 +261,84 @@ def _cell_label(cell: list) -> str:
     return f"{_what(cell[0])}, " + (f"s{seeds[0]}" if len(seeds) == 1 else f"seeds {', '.join(map(str, seeds))}")
 
 
-def _ablation(runs, out: Path):
-    """Bar chart of the quick W2A2 runs that differ only in gradient scale or init; None without them."""
-    picked = [r for r in runs if r.summary.preset == "quick" and r.summary.w_bits == 2 and r.summary.a_bits == 2]
-    if len(picked) < 2:
+PAPER_CHOICES = ("nqp", "paper", False)  # (gradient scale, init, distillation) as the paper has them
+VARIANTS = {PAPER_CHOICES: "g = 1/√(N·Q_P)\n(paper)", ("n", "paper", False): "g = 1/√N",
+            ("one", "paper", False): "g = 1\n(no scale)", ("nqp", "naive", False): "init max|v|/Q_P\n(ours)",
+            ("nqp", "paper", True): "distilled\nfrom float"}
+STUDY_ABLATIONS = (("one", "paper", False), ("nqp", "paper", True))  # the study's: no gradient scale; distillation
+
+
+def _variant_key(run) -> tuple:
+    c = run.config
+    return c.get("grad_scale", "nqp"), c.get("init", "paper"), bool(c.get("distill"))
+
+
+def _one_line(label: str) -> str:
+    return label.replace("\n", " ")
+
+
+def _ablations(runs) -> dict[tuple, dict[tuple, list]]:
+    """The W2A2 cells (setting or preset, network) with a run beside the paper's choices: cell -> choices -> runs
+    (choices in the order of VARIANTS, seeds in order)."""
+    cells: dict[tuple, dict[tuple, list]] = {}
+    for run in sorted(runs, key=lambda r: r.summary.seed):
+        s = run.summary
+        if (s.w_bits, s.a_bits) == (2, 2) and _variant_key(run) in VARIANTS:
+            cells.setdefault((s.setting or s.preset, run.config.get("arch")), {}) \
+                .setdefault(_variant_key(run), []).append(run)
+    order = list(VARIANTS)
+    return {cell: dict(sorted(v.items(), key=lambda kv: order.index(kv[0])))
+            for cell, v in cells.items() if len(v) > 1}
+
+
+def _ablation(runs, out: Path) -> list[tuple[str, list, Path]]:
+    """One bar chart per W2A2 cell whose runs differ only in gradient scale, init or distillation: the mean of the
+    seeds as a bar, each seed as a dot. Returns (title, runs, png) per chart, the study's first."""
+    charts = []
+    for (where, arch), variants in _ablations(runs).items():
+        picked = [r for cell in variants.values() for r in cell]
+        values = [r.summary.value for r in picked]
+        fig, ax = slide_figure()
+        for i, cell in enumerate(variants.values()):
+            vals = [r.summary.value for r in cell]
+            ax.bar(i, statistics.mean(vals), color="#0072B2", alpha=0.85)
+            if len(vals) > 1:
+                ax.scatter([i] * len(vals), vals, color="black", s=24, zorder=3)
+            ax.annotate(f"{statistics.mean(vals):.2f}", (i + 0.1, statistics.mean(vals)), textcoords="offset points",
+                        xytext=(0, 6), ha="left", fontsize=14)  # beside the seeds' dots, not on them
+        ax.set_xticks(range(len(variants)), [VARIANTS[key] for key in variants])
+        if where == "quick":
+            title, name = "LSQ W2A2 on digits (quick, one seed; one test image = 0.28 pts)", "quick, digits, W2A2"
+            ax.set(ylim=(max(0.0, min(values) - 5), 100))
+        else:
+            seeds = ", ".join(map(str, sorted({r.summary.seed for r in picked})))
+            title = f"LSQ W2A2, {arch}, {picked[0].summary.dataset}: bar = mean of seeds {seeds}, dots = seeds"
+            name = f"{arch}, study {where}, W2A2"
+            ax.set(ylim=(max(0.0, min(values) - 3), max(values) + 2))
+        ax.set_ylabel("test top-1 (%)")
+        ax.set_title(title, fontsize=16 if len(title) > 60 else None)
+        png, _ = save_figure(fig, out, f"ablation_{where}_w2a2", footer=runs_source(picked).footer)
+        charts.append((f"Gradient scale, init and distillation ({name})", picked, png))
+    return sorted(charts, key=lambda c: c[1][0].summary.preset == "quick")
+
+
+def _ablation_table(runs) -> Table | None:
+    """Every ablation cell as a row: choices, seeds, top-1 mean ± sd, difference to the paper's choices."""
+    rows, picked = [], []
+    for (where, arch), variants in _ablations(runs).items():
+        base = {r.summary.seed: r.summary.value for r in variants.get(PAPER_CHOICES, [])}
+        for key, cell in variants.items():
+            paired = [base[r.summary.seed] - r.summary.value for r in cell if r.summary.seed in base]
+            rows.append([f"W2A2, {arch}, {'quick preset' if where == 'quick' else 'study ' + where}",
+                         _one_line(VARIANTS[key]), ", ".join(str(r.summary.seed) for r in cell),
+                         mean_sd([r.summary.value for r in cell]),
+                         "—" if key == PAPER_CHOICES or not paired else f"{statistics.mean(paired):+.2f}"])
+            picked += cell
+    if not rows:
         return None
-    labels = {("nqp", "paper"): "g = 1/√(N·Q_P)\n(paper)", ("n", "paper"): "g = 1/√N",
-              ("one", "paper"): "g = 1\n(no scale)", ("nqp", "naive"): "init max|v|/Q_P\n(ours)"}
-    picked = [r for r in picked if (r.config.get("grad_scale"), r.config.get("init")) in labels]
-    picked.sort(key=lambda r: list(labels).index((r.config["grad_scale"], r.config["init"])))
-    fig, ax = slide_figure()
-    vals = [r.summary.value for r in picked]
-    ax.bar(range(len(picked)), vals, color="#0072B2")
-    for i, v in enumerate(vals):
-        ax.annotate(f"{v:.2f}", (i, v), textcoords="offset points", xytext=(0, 4), ha="center", fontsize=14)
-    ax.set_xticks(range(len(picked)), [labels[(r.config["grad_scale"], r.config["init"])] for r in picked])
-    low = min(vals)
-    ax.set(ylabel="test top-1 (%)", ylim=(max(0.0, low - 5), 100),
-           title="LSQ W2A2 on digits (quick, one seed; one test image = 0.28 pts)")
-    png, _ = save_figure(fig, out, "ablation_quick_w2a2", footer=runs_source(picked).footer)
-    return picked, png
+    return Table("Ablations: each choice beside the paper's (quick = CPU minutes)",
+                 ["Cell", "Choice", "Seeds", "Top-1 (%)", "Paper's − this (pts, same seeds)"], rows,
+                 runs_source(picked))
 
 
 def _takeaways(runs) -> list[str]:

@@ -189,3 +189,27 @@ def test_an_ablation_run_is_its_own_method_so_the_study_never_pools_it_with_lsq(
                 replace(base, distill=True)]
     names = {method_name(base), *map(method_name, variants)}
     assert method_name(base) == "LSQ" and len(names) == 5
+
+
+def test_the_ablation_lines_compare_each_seed_with_the_paper_choices_on_the_same_seed():
+    from types import SimpleNamespace
+
+    from papers.lsq.results import _ablation_findings, _ablations
+
+    def run(seed, value, grad_scale="nqp", distill=False):
+        summary = SimpleNamespace(seed=seed, value=value, w_bits=2, a_bits=2, setting="cifar10_resnet20",
+                                  preset="cifar10_resnet20", extra={"lr": 0.003})
+        return SimpleNamespace(summary=summary, config={"grad_scale": grad_scale, "init": "paper", "distill": distill,
+                                                        "arch": "resnet20"})
+
+    paper = [run(0, 73.0), run(1, 74.0), run(2, 72.0)]
+    no_scale = [run(2, 72.5, "one"), run(0, 71.0, "one"), run(1, 73.5, "one")]  # seed 2 worse with the paper's g
+    runs = [*no_scale, *paper, run(0, 99.0, distill=True)]
+    cells = _ablations(runs)
+    assert list(cells) == [("cifar10_resnet20", "resnet20")]
+    assert [[r.summary.seed for r in cell] for cell in cells[("cifar10_resnet20", "resnet20")].values()] == \
+           [[0, 1, 2], [0, 1, 2], [0]]  # the paper's choices first, seeds in order
+    no_scale_line, distill_line = _ablation_findings(runs).splitlines()
+    assert "s0 +2.00, s1 +0.50, s2 -0.50 (mean +0.67 pts)" in no_scale_line
+    assert "ahead on 2 of 3 seeds" in no_scale_line
+    assert "s0 -26.00" in distill_line and "ahead on 0 of 1 seed;" in distill_line

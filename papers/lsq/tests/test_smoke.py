@@ -37,10 +37,11 @@ def test_step_sizes_are_learned(quick_run):
 
 def test_results_rebuild_table_figures_and_deck_from_the_approved_runs(tmp_path):
     from common.report import readme_block
-    from papers.lsq.results import README, _findings, _known_gaps, build
+    from papers.lsq.results import README, _ablation_findings, _findings, _known_gaps, build
 
     _, runs = rebuild_results("lsq", build, README, tmp_path, "accuracy.md")
     assert readme_block(README, "findings") == _findings(runs)  # the README's figures are the approved runs'
+    assert readme_block(README, "ablation_findings") == _ablation_findings(runs)
     assert readme_block(README, "known_gaps") == "\n".join(f"- {g}" for g in _known_gaps(runs))
     for run in runs:
         s = run.summary
