@@ -110,14 +110,13 @@ def _ablation_findings(runs) -> str:
     each seed's top-1 and its difference to the paper's choices on the same seed."""
     lines = []
     for (where, arch), variants in _ablations(runs).items():
-        base = {r.summary.seed: r.summary.value for r in variants.get(PAPER_CHOICES, [])}
-        if where == "quick" or not base:
+        if where == "quick" or PAPER_CHOICES not in variants:
             continue
         for key, cell in variants.items():
             if key == PAPER_CHOICES:
                 continue
             values = [r.summary.value for r in cell]
-            paired = [(r.summary.seed, base[r.summary.seed] - r.summary.value) for r in cell if r.summary.seed in base]
+            paired = _paired(variants, cell)
             mean = f" (mean {statistics.mean(values):.2f} ± {statistics.stdev(values):.2f})" if len(values) > 1 else ""
             line = (f"- {_one_line(VARIANTS[key])}, W2A2, {arch}, study {where}: top-1 per seed "
                     + ", ".join(f"s{r.summary.seed} {r.summary.value:.2f}" for r in cell) + f"%{mean}")
@@ -291,6 +290,12 @@ def _ablations(runs) -> dict[tuple, dict[tuple, list]]:
             for cell, v in cells.items() if len(v) > 1}
 
 
+def _paired(variants: dict[tuple, list], cell: list) -> list[tuple[int, float]]:
+    """(seed, top-1 of the paper's choices − top-1 of ``cell``) for each seed of ``cell`` that both have."""
+    base = {r.summary.seed: r.summary.value for r in variants.get(PAPER_CHOICES, [])}
+    return [(r.summary.seed, base[r.summary.seed] - r.summary.value) for r in cell if r.summary.seed in base]
+
+
 def _ablation(runs, out: Path) -> list[tuple[str, list, Path]]:
     """One bar chart per W2A2 cell whose runs differ only in gradient scale, init or distillation: the mean of the
     seeds as a bar, each seed as a dot. Returns (title, runs, png) per chart, the study's first."""
@@ -326,9 +331,8 @@ def _ablation_table(runs) -> Table | None:
     """Every ablation cell as a row: choices, seeds, top-1 mean ± sd, difference to the paper's choices."""
     rows, picked = [], []
     for (where, arch), variants in _ablations(runs).items():
-        base = {r.summary.seed: r.summary.value for r in variants.get(PAPER_CHOICES, [])}
         for key, cell in variants.items():
-            paired = [base[r.summary.seed] - r.summary.value for r in cell if r.summary.seed in base]
+            paired = [d for _, d in _paired(variants, cell)]
             rows.append([f"W2A2, {arch}, {'quick preset' if where == 'quick' else 'study ' + where}",
                          _one_line(VARIANTS[key]), ", ".join(str(r.summary.seed) for r in cell),
                          mean_sd([r.summary.value for r in cell]),
