@@ -92,7 +92,9 @@ def _int4_speed_line(bench: dict | None) -> str:
             f"AVX2 build")
     if "fp32_over_aten" in layer:
         line += f" (ATen's AVX2 path {layer['fp32_over_aten']:.2f}×)"
-    line += ", while it reads 8× fewer weight bytes: unpacking the nibbles costs compute that fp32 does not pay"
+    line += ", while it reads 8× fewer weight bytes"
+    if not bench.get("targets", {}).get("layer_met"):
+        line += ": unpacking the nibbles costs compute that fp32 does not pay"
     if mini:
         m = mini["fp32_over_ours_avx2"]
         line += f"; the MiniLM forward with our kernel runs at {m:.2f}× fp32"
@@ -108,9 +110,16 @@ def _int4_speed_line(bench: dict | None) -> str:
     return line
 
 
+def _int4_fast(bench: dict | None) -> bool:
+    """Whether the benchmark found our AVX2 int4 layer at least 3× fp32's speed and the MiniLM forward faster."""
+    met = (bench or {}).get("targets", {})
+    return bool(met.get("layer_met") and met.get("minilm_met"))
+
+
 def _known_gaps(runs) -> list[str]:
-    """KNOWN_GAPS, plus the int4 speed on the AVX2 path (numbers from ``benchmarks/awq_int4.py``'s result)."""
-    return [*KNOWN_GAPS, _int4_speed_line(_bench()).replace("`", "")]  # a slide shows no Markdown code marks
+    """KNOWN_GAPS, plus the int4 speed on the AVX2 path while it is short of 3× a layer (``benchmarks/awq_int4.py``)."""
+    bench = _bench()
+    return [*KNOWN_GAPS] + ([] if _int4_fast(bench) else [_int4_speed_line(bench).replace("`", "")])
 
 
 ABLATION_LABELS = {"rtn": "RTN", "keep_fp_random": "1% fp\nrandom", "keep_fp_weight": "1% fp\nby weight",
@@ -350,6 +359,9 @@ def _takeaways(runs, int4) -> list[str]:
             out.append(f"Int4 ({_label(k, kr)}): linear layers {kr['linear_bytes_ratio']:.1f}× smaller than fp32, "
                        f"MiniLM batch-1 forward {rep['model_fp32_ms_b1'] / kr['model_int4_ms_b1']:.2f}× the fp32 speed, "
                        f"embeddings as the pseudo-quantized model's within {'fp32' if k == 'ours' else 'bf16'}.")
+    bench = _bench()
+    if _int4_fast(bench):
+        out.append(_int4_speed_line(bench).replace("`", ""))  # a slide shows no Markdown code marks
     out.append(f"The paper reports more than {ABSTRACT['tinychat_speedup_vs_hf_fp16'][0]:g}× over HF FP16 on GPUs "
                "(abstract).")
     return [o for o in out if o]

@@ -250,3 +250,21 @@ def test_split_attention_computes_what_multihead_attention_computes():
         assert torch.allclose(holder[0](x, x, x, need_weights=False, attn_mask=mask)[0], ref, atol=1e-5)
         assert [n for n, _ in holder.named_modules() if n.endswith("_proj")] == ["0.q_proj", "0.k_proj", "0.v_proj",
                                                                                  "0.out_proj"]
+
+
+def test_int4_speed_is_a_known_gap_only_while_the_benchmark_finds_it_short(monkeypatch):
+    from papers.awq import results
+
+    def bench(layer, minilm):
+        rows = [{"what": "4096x4096 layer", "threads": 1, "fp32_over_ours_avx2": layer},
+                {"what": "MiniLM-L6 forward", "threads": 1, "fp32_over_ours_avx2": minilm}]
+        return {"rows": rows, "isa_env": {"ATEN_CPU_CAPABILITY": "avx2"},
+                "targets": {"layer_met": layer >= 3, "minilm_met": minilm > 1}}
+
+    for layer, minilm, fast in ((3.4, 1.2, True), (2.2, 1.2, False), (3.4, 0.9, False)):
+        monkeypatch.setattr(results, "_bench", lambda b=bench(layer, minilm): b)
+        line = results._int4_speed_line(results._bench()).replace("`", "")
+        assert f"runs {layer:.2f}× faster than fp32" in line and f"runs at {minilm:.2f}× fp32" in line
+        assert ("costs compute that fp32 does not pay" in line) is (layer < 3)
+        assert (line in results._known_gaps([])) is not fast
+        assert (line in results._takeaways([], None)) is fast
