@@ -10,6 +10,7 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
+from common.data import load_dataset
 from common.deck import Bullets, Figure, Formula, Source, Table, build_paper_deck, mean_sd, runs_source
 from common.report import markdown_table, save_figure, slide_figure, summary_footer, update_readme_block
 from common.results import results_cli, results_target
@@ -313,7 +314,9 @@ def _ablation(runs, out: Path) -> list[tuple[str, list, Path]]:
                         xytext=(0, 6), ha="left", fontsize=14)  # beside the seeds' dots, not on them
         ax.set_xticks(range(len(variants)), [VARIANTS[key] for key in variants])
         if where == "quick":
-            title, name = "LSQ W2A2 on digits (quick, one seed; one test image = 0.28 pts)", "quick, digits, W2A2"
+            n_test = len(load_dataset(PRESETS["quick"].dataset).y_test)
+            title = f"LSQ W2A2 on digits (quick, one seed; one test image = {100 / n_test:.2f} pts)"
+            name = "quick, digits, W2A2"
             ax.set(ylim=(max(0.0, min(values) - 5), 100))
         else:
             seeds = ", ".join(map(str, sorted({r.summary.seed for r in picked})))
