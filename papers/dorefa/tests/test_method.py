@@ -195,3 +195,16 @@ def test_conv_and_linear_compute_on_quantized_weights_and_inputs():
     x = torch.randn(3, 6)
     w1 = torch.sign(lin.weight) * lin.weight.abs().mean()
     torch.testing.assert_close(lin(x), F.linear(x, w1, lin.bias))  # A = 32: the input as given
+
+
+def test_official_example_figures_match_their_quotes_and_read_as_top1():
+    import re
+
+    from papers.dorefa.paper_numbers import OFFICIAL_EXAMPLE_ERROR, official_top1
+
+    for (net, w, a, g), (lo, hi, ref) in OFFICIAL_EXAMPLE_ERROR.items():
+        quoted = re.search(r"'([^']*)'$", ref).group(1)  # the docstring's own words, errors in %
+        assert [float(v) for v in re.findall(r"(\d+\.\d)(?=~|%)", quoted)] == ([lo] if lo == hi else [lo, hi])
+        assert lo <= hi and "official" not in ref and ref.startswith("tensorpack examples/DoReFa-Net/")
+        top1 = official_top1(net, w, a, g)
+        assert [float(v) for v in top1.split("–")] == sorted({round(100 - hi, 1), round(100 - lo, 1)})
