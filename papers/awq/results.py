@@ -117,7 +117,7 @@ def _int4_fast(bench: dict | None) -> bool:
 
 
 def _known_gaps(runs) -> list[str]:
-    """KNOWN_GAPS, plus the int4 speed on the AVX2 path while it is short of 3× a layer (``benchmarks/awq_int4.py``)."""
+    """KNOWN_GAPS, plus the int4 speed on the AVX2 path while ``benchmarks/awq_int4.py`` finds it short."""
     bench = _bench()
     return [*KNOWN_GAPS] + ([] if _int4_fast(bench) else [_int4_speed_line(bench).replace("`", "")])
 
