@@ -156,7 +156,7 @@ def build_parser(config_cls: type, presets: Mapping[str, BaseConfig], prog: str 
             extra = {**extra, "choices": sorted(presets)}
         elif quick is not None:
             help_text += f" [quick: {getattr(quick, f.name)!r}]"
-        kwargs = dict(help=help_text, **extra)
+        kwargs = dict(help=help_text.replace("%", "%%"), **extra)  # argparse %-formats help: a literal % stays
         if "action" not in extra:
             kwargs["type"] = conv
             kwargs["metavar"] = f.name.upper()

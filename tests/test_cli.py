@@ -26,6 +26,21 @@ def test_help_shows_each_fields_docstring_and_the_quick_value():
     assert set(field_docs(Config)) == {f.name for f in dataclasses.fields(Config)}
 
 
+def test_every_papers_help_renders_with_each_fields_docstring():
+    import importlib
+    from pathlib import Path
+
+    papers = sorted(p.parent.name for p in Path(__file__).resolve().parents[1].glob("papers/*/config.py"))
+    assert {"awq", "bnn", "lsq", "xnor"} <= set(papers)
+    for paper in papers:
+        config = importlib.import_module(f"papers.{paper}.config")
+        cls = type(config.PRESETS["quick"])
+        text = " ".join(build_parser(cls, config.PRESETS).format_help().split())  # argparse %-formats each help
+        for name, doc in field_docs(cls).items():
+            assert "--" + name.replace("_", "-") in text, (paper, name)
+            assert " ".join(doc.split())[:40] in text, (paper, name)  # a literal % (e.g. "1%") comes through
+
+
 def test_validation_runs_after_overrides():
     with pytest.raises(NnqError, match="--dropout"):
         parse_config(Config, PRESETS, ["--dropout", "1.5"])
