@@ -78,8 +78,9 @@ def _bench() -> dict | None:
     return json.loads(BENCH_JSON.read_text()) if BENCH_JSON.is_file() else None
 
 
-def _int4_speed_line(bench: dict | None) -> str:
-    """Int4 speed on the AVX2 code path, with the ratios measured by ``benchmarks/awq_int4.py``."""
+def _int4_speed_line(bench: dict | None, *, slide: bool = False) -> str:
+    """Int4 speed on the AVX2 code path, with the ratios measured by ``benchmarks/awq_int4.py``; ``slide``: without
+    how the AVX2 path was forced and the load (the README keeps them)."""
     if not bench:
         return ("Int4 speed on an AVX2-only CPU (a 4096² layer and the MiniLM forward at batch 1) is not measured "
                 "yet (`python -m benchmarks.awq_int4`).")
@@ -100,6 +101,8 @@ def _int4_speed_line(bench: dict | None) -> str:
         line += f"; the MiniLM forward with our kernel runs at {m:.2f}× fp32"
         if "fp32_over_aten" in mini:
             line += f" (ATen {mini['fp32_over_aten']:.2f}×)"
+    if slide:
+        return line + " (benchmarks/awq_int4.json)."
     if "avx512f" in bench.get("cpu_flags", ()):
         line += (f". Forced on this AVX-512 machine by building ours with `-march=x86-64-v3` and running torch with "
                  f"{env}")
@@ -365,7 +368,7 @@ def _takeaways(runs, int4) -> list[str]:
                        f"embeddings as the pseudo-quantized model's within {'fp32' if k == 'ours' else 'bf16'}.")
     bench = _bench()
     if _int4_fast(bench):
-        out.append(_int4_speed_line(bench).replace("`", ""))  # a slide shows no Markdown code marks
+        out.append(_int4_speed_line(bench, slide=True))
     out.append(f"The paper reports more than {ABSTRACT['tinychat_speedup_vs_hf_fp16'][0]:g}× over HF FP16 on GPUs "
                "(abstract).")
     return [o for o in out if o]
