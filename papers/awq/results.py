@@ -239,12 +239,13 @@ def _int4_table(runs, bench: dict | None = None) -> tuple[list[str], list[list],
                          f"{kr['model_int4_ms_b1']:.2f}", f"{rep['model_fp32_ms_b1'] / kr['model_int4_ms_b1']:.2f}×"])
         for cap, b in (rep.get("bench_4096") or {}).items():
             uncapped = ", fp32 not capped" if cap == "avx2" and not b.get("isa_env") else ""
+            how = "torch's default" if cap == "default" else f"torch set to {cap}"  # on an AVX2-only CPU both are AVX2
             if "int4_ms" in b:
-                rows.append([f"4096×4096 layer, batch 1 (ms), ATen, {b['cpu_capability']} path (run{uncapped})",
+                rows.append([f"4096×4096 layer, batch 1 (ms), ATen, {b['cpu_capability']} path (run, {how}{uncapped})",
                              f"{b['fp32_ms']:.3f}", f"{b['int4_ms']:.3f}", f"{b['speedup']:.2f}×"])
             if "ours_ms" in b:
                 rows.append([f"4096×4096 layer, batch 1 (ms), ours, {b['ours_isa']} build (run, torch on its "
-                             f"{b['cpu_capability']} path)", f"{b['fp32_ms']:.3f}", f"{b['ours_ms']:.3f}",
+                             f"{b['cpu_capability']} path, {how})", f"{b['fp32_ms']:.3f}", f"{b['ours_ms']:.3f}",
                              f"{b['ours_speedup']:.2f}×"])
         if bench:
             for r in bench["rows"]:
