@@ -123,9 +123,8 @@ def _int4_fast(bench: dict | None) -> bool:
     return bool(met.get("layer_met") and met.get("minilm_met"))
 
 
-def _known_gaps(runs) -> list[str]:
+def _known_gaps(bench: dict | None) -> list[str]:
     """KNOWN_GAPS, plus the int4 speed on the AVX2 path while ``benchmarks/awq_int4.py`` finds it short."""
-    bench = _bench()
     return [*KNOWN_GAPS] + ([] if _int4_fast(bench) else [_int4_speed_line(bench).replace("`", "")])
 
 
@@ -337,8 +336,8 @@ def build(out_dir: Path | None = None) -> dict[str, Path]:
                        legend="Ours: cosine to fp32 (higher is better). Paper: LLaMA-7B WikiText-2 perplexity, RTN → AWQ "
                               "(lower is better; FP16 in parentheses), Table 4"),
         figures=figures, deviations=Bullets("Deviations", DEVIATIONS, cite, numbered=True),
-        known_gaps=Bullets("Known gaps", _known_gaps(runs), combine(cite, runs_source(runs))),
-        takeaways=Bullets("Takeaways", _takeaways(runs, int4), runs_source(runs)),
+        known_gaps=Bullets("Known gaps", _known_gaps(bench), combine(cite, runs_source(runs))),
+        takeaways=Bullets("Takeaways", _takeaways(runs, int4, bench), runs_source(runs)),
         appendix=[Table("RTN vs AWQ, every approved run (quick = CPU minutes)", header, rows, runs_source(runs)),
                   *appendix])
     if default_out:
@@ -347,7 +346,7 @@ def build(out_dir: Path | None = None) -> dict[str, Path]:
     return written
 
 
-def _takeaways(runs, int4) -> list[str]:
+def _takeaways(runs, int4, bench: dict | None) -> list[str]:
     out = []
     for run in runs:
         s, e = run.summary, run.summary.extra
@@ -367,7 +366,6 @@ def _takeaways(runs, int4) -> list[str]:
             out.append(f"Int4 ({_label(k, kr)}): linear layers {kr['linear_bytes_ratio']:.1f}× smaller than fp32, "
                        f"MiniLM batch-1 forward {rep['model_fp32_ms_b1'] / kr['model_int4_ms_b1']:.2f}× the fp32 speed, "
                        f"embeddings as the pseudo-quantized model's within {'fp32' if k == 'ours' else 'bf16'}.")
-    bench = _bench()
     if _int4_fast(bench):
         out.append(_int4_speed_line(bench, slide=True))
     out.append(f"The paper reports more than {ABSTRACT['tinychat_speedup_vs_hf_fp16'][0]:g}× over HF FP16 on GPUs "

@@ -252,7 +252,7 @@ def test_split_attention_computes_what_multihead_attention_computes():
                                                                                  "0.out_proj"]
 
 
-def test_int4_speed_is_a_known_gap_only_while_the_benchmark_finds_it_short(monkeypatch):
+def test_int4_speed_is_a_known_gap_only_while_the_benchmark_finds_it_short():
     from papers.awq import results
 
     def bench(layer, minilm):
@@ -262,12 +262,12 @@ def test_int4_speed_is_a_known_gap_only_while_the_benchmark_finds_it_short(monke
                 "targets": {"layer_met": layer >= 3, "minilm_met": minilm > 1}}
 
     for layer, minilm, fast in ((3.4, 1.2, True), (2.2, 1.2, False), (3.4, 0.9, False)):
-        monkeypatch.setattr(results, "_bench", lambda b=bench(layer, minilm): b)
-        line = results._int4_speed_line(results._bench()).replace("`", "")
+        b = bench(layer, minilm)
+        line = results._int4_speed_line(b).replace("`", "")
         assert f"runs {layer:.2f}× faster than fp32" in line and f"runs at {minilm:.2f}× fp32" in line
         assert ("costs compute that fp32 does not pay" in line) is (layer < 3)
-        assert (line in results._known_gaps([])) is not fast
-        assert (results._int4_speed_line(results._bench(), slide=True) in results._takeaways([], None)) is fast
+        assert (line in results._known_gaps(b)) is not fast
+        assert (results._int4_speed_line(b, slide=True) in results._takeaways([], None, b)) is fast
         assert "Measured on an AVX2-only CPU" in line  # the hand-made result records no AVX-512 flag
     avx512 = {**bench(3.4, 1.2), "cpu_flags": ["avx2", "avx512f"]}
     assert "Forced on this AVX-512 machine" in results._int4_speed_line(avx512)
