@@ -16,6 +16,8 @@ GRID_A = (1, 2, 4, 32)
 """Activation bits of that grid."""
 GRID_G = (2, 4, 8)
 """Gradient bits tried at W1A2 (the paper's headline weights and activations) beside G = 32."""
+STUDY_POINTS = ((1, 1), (1, 32), (2, 2), (4, 4))
+"""(W, A) points of the study setting ``cifar10_resnet20`` (G = 32), those the other methods of the study share."""
 GRID_SEEDS = {(1, 2, 2): 3, (1, 2, 4): 3, (1, 2, 8): 3, (1, 2, 32): 3, (1, 1, 32): 3, (32, 32, 32): 3}
 """(W, A, G) cells run with 3 seeds: those that decide the ordering (G at W1A2, A at W1, the float cell)."""
 
@@ -92,7 +94,7 @@ PRESETS: dict[str, Config] = {
                                  batch_size=128, lr=1e-3),
     # The study setting cifar10_resnet20 (common/settings.py): ResNet-20 fine-tuned from the shared float weights,
     # first conv and last linear float, the setting's steps, batch and per-step cosine; Adam LR chosen on
-    # validation. The study's points: W1A1, W1A32, W2A2, W4A4 (G = 32).
+    # validation. Its points: STUDY_POINTS (G = 32).
     "cifar10_resnet20": Config(preset="cifar10_resnet20", setting="cifar10_resnet20", dataset="cifar10_jpeg",
                                arch="resnet20", normalize="imagenet", w_bits=2, a_bits=2, g_bits=32,
                                batch_size=128),

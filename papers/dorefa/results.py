@@ -19,7 +19,8 @@ from common.deck import (Bullets, Figure, Formula, Source, Table, build_paper_de
                          runs_source)
 from common.report import markdown_table, save_figure, slide_figure, update_readme_block, write_csv
 from common.results import approve, load_approved, results_cli, results_target
-from papers.dorefa.config import GRID_A, GRID_G, GRID_SEEDS, GRID_W, PRESETS
+from common.settings import get_setting
+from papers.dorefa.config import GRID_A, GRID_G, GRID_SEEDS, GRID_W, PRESETS, STUDY_POINTS
 from papers.dorefa.dorefa import quantize_gradient
 from papers.dorefa.paper_numbers import SVHN_TABLE1, TOP1, official_top1
 
@@ -30,6 +31,7 @@ README = Path(__file__).with_name("README.md")
 TITLE = "DoReFa-Net"
 CITATION = "Zhou, Wu, Ni, Zhou, Wen, Zou — arXiv 1606.06160 (2016)"
 GRID_LABEL = "MNIST 40×40, SVHN net at ¼ width, 20k images, 3 epochs (CPU budget)"
+STUDY = "cifar10_resnet20"
 
 IDEA = [
     "Weights, activations and gradients all live on k-bit grids, so both the forward and the backward "
@@ -66,7 +68,6 @@ KNOWN_GAPS = [
     "The paper's SVHN Table 1 and ImageNet AlexNet table are not yet checked against the paper's text: their columns "
     "show —. Only the abstract's 46.1% (AlexNet W1A2G6) is entered.",
     "SVHN itself and ImageNet (AlexNet, the paper preset) are not on this machine: both are only dry-run.",
-    "The study rows (cifar10_resnet20 W1A1, W1A32, W2A2, W4A4) are not yet run.",
 ]
 
 
@@ -209,6 +210,7 @@ def build(out_dir: Path | None = None) -> dict[str, Path]:
     grid_runs = [r for r in runs if r.summary.preset == GRID_PRESET]
     study_runs = [r for r in runs if r.summary.setting]
     other_runs = [r for r in runs if r not in grid_runs and r not in study_runs]
+    study_header, study_rows = _study_table(study_runs)
 
     grid_header = ["W", "A", "G", "Ours top-1 (%)", "Paper Table 1 (SVHN)", "Official example (SVHN)"]
     grid_rows = []
@@ -246,6 +248,9 @@ def build(out_dir: Path | None = None) -> dict[str, Path]:
                  "—" if r.summary.fp_value is None else f"{r.summary.fp_value:.2f}", r.summary.model_bits,
                  r.summary.size_bytes, f"{r.summary.compression_ratio:.1f}×"] for r in sorted(runs, key=_label)]
     md_runs = markdown_table(run_header, run_rows)
+    md_study = markdown_table(study_header, study_rows) if study_rows else "No study run is approved yet."
+    (out / "study.md").write_text(md_study + "\n")
+    written["study"] = out / "study.md"
     (out / "runs.md").write_text(md_runs + "\n")
     written["runs"] = out / "runs.md"
 
@@ -259,9 +264,8 @@ def build(out_dir: Path | None = None) -> dict[str, Path]:
             official = official_top1("svhn", *cell)
             head_rows.append([f"W{cell[0]}A{cell[1]}G{cell[2]}, MNIST 40×40 (CPU budget)", mean_sd(v), "—",
                               "—" if official is None else f"{official} (SVHN)"])
-    for r in study_runs:
-        head_rows.append([f"W{_cell(r)[0]}A{_cell(r)[1]}, ResNet-20 study, s{r.summary.seed}",
-                          f"{r.summary.value:.2f}", "—", "—"])
+    for row in study_rows:
+        head_rows.append([f"{row[0]}G32, ResNet-20 study", row[1], "—", "—"])
     cite = Source(CITATION, ("papers/dorefa/paper_numbers.py",))
     head_src = runs_source(runs) if runs else cite
     written["deck"] = build_paper_deck(
@@ -272,8 +276,10 @@ def build(out_dir: Path | None = None) -> dict[str, Path]:
                               "example: the authors' tensorpack re-run (its docstrings), top-1 = 100 − its error"),
         figures=figures, deviations=Bullets("Deviations", DEVIATIONS, cite, numbered=True),
         known_gaps=Bullets("Known gaps", _known_gaps(runs), cite),
-        takeaways=Bullets("Takeaways", _takeaways(grid_runs, meas), head_src),
-        appendix=[Table("W/A/G grid beside the paper's Table 1 column", grid_header, grid_rows,
+        takeaways=Bullets("Takeaways", _takeaways(grid_runs, meas, study_rows), head_src),
+        appendix=[*([Table("Study rows: ResNet-20 on CIFAR-10 (JPEG q75), G = 32", study_header, study_rows,
+                           runs_source(study_runs), legend=STUDY_LEGEND)] if study_rows else []),
+                  Table("W/A/G grid beside the paper's Table 1 column", grid_header, grid_rows,
                         runs_source(grid_runs) if grid_runs else cite,
                         legend=GRID_LABEL + "; mean ± sd over seeds"),
                   Table("Gradient quantizer f_g^k, measured (2,000 draws)", meas_header, meas_rows,
@@ -287,8 +293,13 @@ def build(out_dir: Path | None = None) -> dict[str, Path]:
         missing = _missing_cells(runs)
         line = (f"- Grid cells not yet run (seeds of the cells that decide the ordering): {', '.join(missing)}."
                 if missing else "- Every cell and seed of the grid is run.")
+        study = _missing_study_seeds(runs)
+        line += (f"\n- Study setting {STUDY} not yet run: {', '.join(study)}." if study
+                 else f"\n- Every point and seed of the study setting {STUDY} is run.")
         update_readme_block(README, "missing", line)
-        update_readme_block(README, "takeaways", "\n".join(f"- {t}" for t in _takeaways(grid_runs, meas)))
+        update_readme_block(README, "takeaways",
+                            "\n".join(f"- {t}" for t in _takeaways(grid_runs, meas, study_rows)))
+        update_readme_block(README, "study", md_study)
     return written
 
 
@@ -305,7 +316,38 @@ def _known_gaps(runs) -> list[str]:
     missing = _missing_cells(runs)
     if missing:
         gaps.append(f"Grid cells not yet run: {', '.join(missing)}.")
+    study = _missing_study_seeds(runs)
+    if study:
+        gaps.append(f"Study setting {STUDY} not yet run: {', '.join(study)}.")
     return gaps
+
+
+def _missing_study_seeds(runs) -> list[str]:
+    """The study points and seeds (as many as the setting asks of each point) with no approved run."""
+    setting = get_setting(STUDY)
+    have = {(*_cell(r), r.summary.seed) for r in runs if r.summary.setting == STUDY}
+    return [f"W{w}A{a} s{seed}" for w, a in STUDY_POINTS for seed in range(setting.seeds_for(w, a))
+            if (w, a, 32, seed) not in have]
+
+
+STUDY_LEGEND = ("Mean ± sd over seeds; float: the shared float ResNet-20 the runs start from, on the same test set; "
+                "LR: the Adam LR seed 0's validation pilots chose, given to the other seeds")
+
+
+def _study_table(study_runs) -> tuple[list[str], list[list]]:
+    """One row per study point: test top-1 over seeds, the float start, the change, the LR and each seed."""
+    header = ["W/A", "Ours top-1 (%)", "Float (%)", "Change (pts)", "LR", "Seeds"]
+    rows = []
+    for w, a in STUDY_POINTS:
+        rs = sorted((r for r in study_runs if _cell(r) == (w, a, 32)), key=lambda r: r.summary.seed)
+        if not rs:
+            continue
+        values = [r.summary.value for r in rs]
+        fp = rs[0].summary.fp_value
+        change = "—" if fp is None else f"{sum(values) / len(values) - fp:+.2f}"
+        rows.append([f"W{w}A{a}", mean_sd(values), "—" if fp is None else f"{fp:.2f}", change,
+                     f"{rs[0].config.get('lr'):g}", ", ".join(f"s{r.summary.seed} {r.summary.value:.2f}" for r in rs)])
+    return header, rows
 
 
 def _missing_cells(runs) -> list[str]:
@@ -314,7 +356,7 @@ def _missing_cells(runs) -> list[str]:
             if (GRID_PRESET, w, a, g, s) not in grid]
 
 
-def _takeaways(grid_runs, meas) -> list[str]:
+def _takeaways(grid_runs, meas, study_rows) -> list[str]:
     out = []
 
     def mean(cell):
@@ -336,6 +378,10 @@ def _takeaways(grid_runs, meas) -> list[str]:
     out.append(f"The gradient quantizer is unbiased as measured: bias z-scores have RMS ≤ {worst:.2f} (1 expected), "
                f"against {min(r['plain_rounding_z_rms'] for r in meas):.0f} or more for plain rounding; at most 2^k "
                "levels per sample.")
+    if study_rows:
+        out.append("ResNet-20 study (CIFAR-10 JPEG q75, fine-tuned from float): "
+                   + ", ".join(f"{row[0]} {row[1].split(' (')[0]}% ({row[3]} pts vs float)" for row in study_rows)
+                   + ".")
     out.append("The trained model is stored as k-bit codes (plus E|w| at one bit); reloaded, it gives the same "
                "logits as the trained model.")
     return out

@@ -75,10 +75,18 @@ def test_study_path_dry_run_writes_a_valid_study_row(tmp_path):
 
 
 def test_results_rebuild_tables_figures_and_deck_from_the_approved_runs(tmp_path):
-    from papers.dorefa.results import GRID_PRESET, README, build
+    from common.report import readme_block
+    from papers.dorefa.results import GRID_PRESET, README, _missing_study_seeds, build
 
     _, runs = rebuild_results("dorefa", build, README, tmp_path, "runs.md")
     if any(r.summary.preset == GRID_PRESET for r in runs):
         assert (tmp_path / "grid_wa_heatmap.png").stat().st_size > 10_000
     measured = (tmp_path / "gradient_quantizer.md").read_text()
     assert "| 2 | 4 | 4 |" in measured  # 2-bit gradients: 4 levels per sample, the bound 2^k
+    # the README's study rows and what is still to run are the approved runs'
+    assert readme_block(README, "study") == (tmp_path / "study.md").read_text().strip()
+    for point in _missing_study_seeds(runs):
+        assert point in readme_block(README, "missing")
+    for r in runs:
+        if r.summary.setting:
+            assert f"s{r.summary.seed} {r.summary.value:.2f}" in (tmp_path / "study.md").read_text()
