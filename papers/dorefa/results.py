@@ -20,6 +20,7 @@ from common.deck import (Bullets, Figure, Formula, Source, Table, build_paper_de
 from common.report import markdown_table, save_figure, slide_figure, update_readme_block, write_csv
 from common.results import approve, load_approved, results_cli, results_target
 from common.settings import get_setting
+from common.study import lr_provenance
 from papers.dorefa.config import GRID_A, GRID_G, GRID_SEEDS, GRID_W, PRESETS, STUDY_POINTS
 from papers.dorefa.dorefa import quantize_gradient
 from papers.dorefa.paper_numbers import SVHN_TABLE1, TOP1, official_top1
@@ -248,7 +249,9 @@ def build(out_dir: Path | None = None) -> dict[str, Path]:
                  "—" if r.summary.fp_value is None else f"{r.summary.fp_value:.2f}", r.summary.model_bits,
                  r.summary.size_bytes, f"{r.summary.compression_ratio:.1f}×"] for r in sorted(runs, key=_label)]
     md_runs = markdown_table(run_header, run_rows)
-    md_study = markdown_table(study_header, study_rows) if study_rows else "No study run is approved yet."
+    lr_lines = "\n".join(f"- {t}" for t in _study_lrs(study_runs))
+    md_study = (markdown_table(study_header, study_rows).rstrip("\n") + (f"\n\n{lr_lines}" if lr_lines else "")
+                if study_rows else "No study run is approved yet.")
     (out / "study.md").write_text(md_study + "\n")
     written["study"] = out / "study.md"
     (out / "runs.md").write_text(md_runs + "\n")
@@ -345,9 +348,21 @@ def _study_table(study_runs) -> tuple[list[str], list[list]]:
         values = [r.summary.value for r in rs]
         fp = rs[0].summary.fp_value
         change = "—" if fp is None else f"{sum(values) / len(values) - fp:+.2f}"
+        lrs = sorted({r.summary.extra.get("lr") for r in rs} - {None})
         rows.append([f"W{w}A{a}", mean_sd(values), "—" if fp is None else f"{fp:.2f}", change,
-                     f"{rs[0].config.get('lr'):g}", ", ".join(f"s{r.summary.seed} {r.summary.value:.2f}" for r in rs)])
+                     ", ".join(f"{v:g}" for v in lrs) or "—",
+                     ", ".join(f"s{r.summary.seed} {r.summary.value:.2f}" for r in rs)])
     return header, rows
+
+
+def _study_lrs(study_runs) -> list[str]:
+    """How each study point's LR was set (common.study.lr_provenance), e.g. when the pilots chose a grid end."""
+    out = []
+    for w, a in STUDY_POINTS:
+        rs = [r.summary for r in study_runs if _cell(r) == (w, a, 32)]
+        if rs and lr_provenance(rs):
+            out.append(f"W{w}A{a}: {lr_provenance(rs)}.")
+    return out
 
 
 def _missing_cells(runs) -> list[str]:
