@@ -371,7 +371,9 @@ def tradeoff_figure(run, out: Path) -> Path:
             ax.plot(*zip(*sel), marker=marker, label=sweeps.METHODS[kind], lw=2, markersize=8)
     ax.set(xlabel="compressed file / fp32 file (%)", ylabel="test error increase (points)", xscale="log",
            title=f"Fig. 6 experiment: {run.config['arch']}, {run.summary.preset} preset, seed {run.summary.seed}")
-    ax.xaxis.set_major_formatter(ScalarFormatter())
+    rates = [p["rate_pct"] for p in pts if p["kind"] != "float"]
+    ticks = [t for t in (0.5, 1, 2, 5, 10, 20, 50, 100) if min(rates) / 1.5 <= t <= max(rates) * 1.5]
+    ax.set_xticks(ticks, [f"{t:g}" for t in ticks])  # a log axis labels only its decades: too few on a slide
     ax.xaxis.set_minor_formatter(NullFormatter())
     ax.axhline(0, color="gray", lw=1)
     ax.legend()
