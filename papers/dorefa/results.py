@@ -268,7 +268,7 @@ def build(out_dir: Path | None = None) -> dict[str, Path]:
             head_rows.append([f"W{cell[0]}A{cell[1]}G{cell[2]}, MNIST 40×40 (CPU budget)", mean_sd(v), "—",
                               "—" if official is None else f"{official} (SVHN)"])
     for row in study_rows:
-        head_rows.append([f"{row[0]}G32, ResNet-20 study", row[1], "—", "—"])
+        head_rows.append([f"{row[0]}G32, CIFAR-10 (JPEG q75) ResNet-20 study", row[1], "—", "—"])
     cite = Source(CITATION, ("papers/dorefa/paper_numbers.py",))
     head_src = runs_source(runs) if runs else cite
     written["deck"] = build_paper_deck(
@@ -360,8 +360,9 @@ def _study_lrs(study_runs) -> list[str]:
     out = []
     for w, a in STUDY_POINTS:
         rs = [r.summary for r in study_runs if _cell(r) == (w, a, 32)]
-        if rs and lr_provenance(rs):
-            out.append(f"W{w}A{a}: {lr_provenance(rs)}.")
+        text = lr_provenance(rs) if rs else ""
+        if text:
+            out.append(f"W{w}A{a}: {text}.")
     return out
 
 
