@@ -110,7 +110,6 @@ def deep_compress(model: nn.Module, data, rebuild: Callable[[], nn.Module], path
     test = evaluate_split(net, data, "test")
     return {"dc_top1": round(test["top1"], 4), "dc_file": Path(path).name, "dc_bytes": file_size(path),
             "dc_density": round(kept, 4), "dc_target_density": density, "dc_bits": bits,
-            "dc_layers": len(layers), "dc_pruned_layers": len(pruned), "dc_iterations": ITERATIONS,
-            "dc_steps": sum(steps),
+            "dc_layers": len(layers), "dc_pruned_layers": len(pruned), "dc_iterations": ITERATIONS, "dc_steps": sum(steps),
             "dc_train_time_s": round(seconds, 1), "dc_dense_bytes": stats.dense_bytes,
             "dc_reproduces_predictions": same}
