@@ -39,14 +39,6 @@ class Config(BaseConfig):
     """Input normalisation passed to common.data.load_dataset: default, imagenet or none."""
     int8: bool = False
     """Also quantize the trained network to int8 with PyTorch's x86 backend (FX, calibrated on 8 training batches) and report its test accuracy, size and latency."""
-    compress: bool = False
-    """Also compress the trained network with Deep Compression (compress.py: prune, share, Huffman-code) and report the file's bytes and test accuracy."""
-    compress_density: float = 0.35
-    """Fraction of the weights of every layer but the first and last that --compress keeps (ours; SqueezeNet's own setting is still to be checked)."""
-    compress_bits: int = 6
-    """Codebook bits per layer of --compress (2**bits shared values)."""
-    compress_epochs: int = 4
-    """Retraining epochs of --compress, split over its three pruning rounds and the centroid fine-tuning."""
     latency_repeats: int = 20
     """Repeats of the batch-1 latency measurement in the summary (median; 0: not measured)."""
 
@@ -71,12 +63,6 @@ class Config(BaseConfig):
             raise NnqError(f"--lr-decay must be in (0, 1], got {self.lr_decay}")
         if self.normalize not in ("default", "imagenet", "none"):
             raise NnqError(f"--normalize must be default, imagenet or none, got {self.normalize!r}")
-        if not 0 < self.compress_density <= 1:
-            raise NnqError(f"--compress-density must be in (0, 1], got {self.compress_density}")
-        if not 1 <= self.compress_bits <= 8:
-            raise NnqError(f"--compress-bits must be between 1 and 8, got {self.compress_bits}")
-        if self.compress_epochs < 0:
-            raise NnqError(f"--compress-epochs must be 0 or more, got {self.compress_epochs}")
         if self.latency_repeats < 0:
             raise NnqError(f"--latency-repeats must be 0 or more, got {self.latency_repeats}")
 
@@ -96,9 +82,8 @@ def _cifar(arch: str, **kw) -> Config:
     # CPU-budget: CIFAR-10 (JPEG q75), the paper's multiplier 1.0 (SqueezeNet v1.0), the CIFAR-size stem, the same
     # optimizer, schedule and budget for every architecture: 15 epochs of SGD (Nesterov, momentum 0.9, LR 0.1,
     # weight decay 5e-4, batch 128, per-step cosine), crop + flip. Our recipe, not a paper's (they train on ImageNet).
-    # SqueezeNet is then Deep-Compressed (its abstract's last step): 4 more epochs of retraining.
     return Config(preset=f"cifar10_{arch}", dataset="cifar10_jpeg", arch=arch, stem="cifar", epochs=15, batch_size=128,
-                  lr=0.1, int8=True, compress=arch == "squeezenet", **kw)
+                  lr=0.1, int8=True, **kw)
 
 
 PRESETS: dict[str, Config] = {

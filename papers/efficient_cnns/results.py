@@ -409,13 +409,10 @@ def _takeaways(runs) -> list[str]:
                            f"1 thread) beats fp32 on {faster} of {len(rows)} networks.")
     for run in runs:
         s = run.summary
-        int8, e = s.extra.get("int8_top1"), s.extra
-        dc = (f"; Deep Compression ({e['dc_density']:.0%} of the weights kept, {e['dc_bits']}-bit codebooks, "
-              f"Huffman) {e['dc_top1']:.2f}% in a file {e['dc_ratio']:.1f}× smaller than fp32"
-              if e.get("dc_top1") is not None else "")
+        int8 = s.extra.get("int8_top1")
         out.append(f"{_run_label(run)}: {s.value:.2f}% with {s.params / 1e6:.2f} M parameters and "
                    f"{s.extra['macs'] / 1e6:.2f} M MACs per image"
-                   + (f"; int8 (x86 PTQ) {int8:.2f}%" if int8 is not None else "") + dc + ".")
+                   + (f"; int8 (x86 PTQ) {int8:.2f}%." if int8 is not None else "."))
     return out
 
 

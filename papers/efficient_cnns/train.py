@@ -121,7 +121,6 @@ def main(cfg: Config, callbacks: Iterable[Callback] = ()) -> dict:
         if cfg.latency_repeats:
             lat = round(latency_ms(model.cpu().eval(), torch.zeros(1, c, h, w), repeats=cfg.latency_repeats), 3)
         int8 = _int8(cfg, model, data, (c, h, w)) if cfg.int8 else {}
-        dc = _compress(cfg, model, data, run, rebuild, chk["size"]) if cfg.compress else {}
         return run.finish({
             "method": method_name(cfg.arch, cfg.width, cfg.variant), "dataset": data.label, "metric": "test_top1",
             "value": round(test["top1"], 4), "params": count_params(model),
@@ -135,7 +134,7 @@ def main(cfg: Config, callbacks: Iterable[Callback] = ()) -> dict:
                       "steps": res["steps"], "epochs": cfg.epochs, "lr": cfg.lr,
                       "optimizer": f"{cfg.optimizer}, momentum {cfg.momentum}, weight decay {cfg.weight_decay:g}, "
                                    f"{cfg.schedule} schedule", "artifact": chk["artifact"].name,
-                      "artifact_reproduces_predictions": chk["same"], **int8, **dc},
+                      "artifact_reproduces_predictions": chk["same"], **int8},
         })
 
 
@@ -153,20 +152,6 @@ def _int8(cfg: Config, model: nn.Module, data, shape) -> dict:
     if cfg.latency_repeats:
         out["int8_latency_ms_batch1"] = round(latency_ms(q, torch.zeros(1, *shape), repeats=cfg.latency_repeats), 3)
     return out
-
-
-def _compress(cfg: Config, model: nn.Module, data, run: Run, rebuild, fp32_bytes: int) -> dict:
-    """Deep Compression (compress.py) of the trained model: its file's bytes and ratio to the fp32 file, top-1."""
-    from papers.efficient_cnns.compress import deep_compress
-
-    dc = deep_compress(model, data, rebuild, run.dir / "model.nqdc", density=cfg.compress_density,
-                       bits=cfg.compress_bits, epochs=cfg.compress_epochs, lr=cfg.lr, weight_decay=cfg.weight_decay,
-                       batch_size=cfg.batch_size, seed=cfg.seed, run=run, max_steps=cfg.max_steps,
-                       precision=cfg.precision)
-    if not dc["dc_reproduces_predictions"]:
-        raise NnqError(f"{run.dir / dc['dc_file']} does not reproduce the compressed model's predictions; "
-                       "please report this")
-    return {**dc, "dc_ratio": round(fp32_bytes / dc["dc_bytes"], 3)}
 
 
 if __name__ == "__main__":
