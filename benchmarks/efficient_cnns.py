@@ -22,6 +22,9 @@ on the "onednn" engine; on ``default`` both engines are measured.
 
     python -m benchmarks.efficient_cnns                 # everything -> benchmarks/results/efficient_cnns.json
     python -m benchmarks.efficient_cnns --parts int8 --isa avx2 --repeats 5
+    # on a CPU whose flags have no AVX-512 (the default setting then is AVX2, FBGEMM included):
+    python -m benchmarks.efficient_cnns --parts latency int8 --isa default --threads 1 --batches 1 \
+        --name efficient_cnns_avx2_cpu
 """
 
 from __future__ import annotations
@@ -201,6 +204,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=7, help="interleaved repeats (median reported)")
     p.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="torch thread counts")
     p.add_argument("--batches", type=int, nargs="+", default=[1, 32], help="batch sizes of the latency part")
+    p.add_argument("--name", default="efficient_cnns",
+                   help="result file benchmarks/results/NAME.json (efficient_cnns_avx2_cpu: run on an AVX2-only CPU)")
     p.add_argument("--child", choices=tuple(ISA_ENV), help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a.child:
@@ -224,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     from papers.efficient_cnns.models import cost
 
     nets = {name: cost(m, (3, 224, 224)) for name, m in _networks().items()}
-    path = write_result("efficient_cnns", {
+    path = write_result(a.name, {
         "input": [3, 224, 224], "repeats": a.repeats, "threads": a.threads, "networks": nets, "isa": results,
         "note": "shared 2-core CPU: other jobs may run beside this one; medians of interleaved repeats"})
     print(f"wrote {path}")

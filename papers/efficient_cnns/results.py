@@ -205,10 +205,24 @@ BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "effici
 """Written by ``python -m benchmarks.efficient_cnns`` (latency, ShuffleNet V2's guidelines, int8), read here."""
 
 
-def _bench() -> dict | None:
+BENCH_AVX2_CPU = BENCH.with_name("efficient_cnns_avx2_cpu.json")
+"""The same benchmark run on a CPU without AVX-512 (``--name efficient_cnns_avx2_cpu``): FBGEMM's AVX2 kernels too."""
+ISA_LABEL = {"default": "default ISA", "avx2": "capped at AVX2", "avx2_cpu": "AVX2-only CPU"}
+
+
+def _bench(path: Path = BENCH) -> dict | None:
     import json
 
-    return json.loads(BENCH.read_text()) if BENCH.is_file() else None
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _int8_settings(data: dict) -> dict[str, dict]:
+    """The instruction-set settings with an int8 part: this file's, then the AVX2-only CPU's default, if measured."""
+    isas = {isa: v for isa, v in data["isa"].items() if v.get("int8")}
+    cpu = _bench(BENCH_AVX2_CPU)
+    if cpu is not None and cpu["isa"].get("default", {}).get("int8"):
+        isas["avx2_cpu"] = cpu["isa"]["default"]
+    return isas
 
 
 def _latency_figure(out: Path, data: dict) -> Path:
@@ -259,11 +273,11 @@ def _int8_rows(data: dict) -> tuple[list[str], list[list[str]]]:
 
     The files are safetensors (fp32: common.evaluate.save_fp32; int8: ptq.save_int8); the torch.save ratio is that
     of the two state dicts as PyTorch pickles them."""
-    isas = data["isa"]
+    isas = _int8_settings(data)
     cols = [(isa, key) for isa in isas for key in ("fp32", "int8_x86", "int8_onednn")
             if any(key in r["ms"].get("1", {}) for r in isas[isa].get("int8", {}).values())]
     header = ["Network", "fp32 (MB)", "int8 (MB)", "fp32/int8 file", "fp32/int8 torch.save"] + [
-        f"{isa.upper() if isa != 'default' else 'default ISA'}: {key.replace('_', ' ')} (ms)" for isa, key in cols]
+        f"{ISA_LABEL[isa]}: {key.replace('_', ' ')} (ms)" for isa, key in cols]
     rows = []
     for name in data["networks"]:
         r0 = isas["default"].get("int8", {}).get(name)
@@ -334,6 +348,8 @@ def build(out_dir: Path | None = None) -> dict[str, Path]:
     bench_tables: list[tuple[str, list[str], list[list[str]], str]] = []
     if bench is not None:
         bench_src = file_source(BENCH, what="benchmark")
+        if BENCH_AVX2_CPU.is_file():
+            bench_src = combine(bench_src, file_source(BENCH_AVX2_CPU, what="benchmark"))
         if bench["isa"]["default"].get("latency"):
             written["latency_vs_macs"] = _latency_figure(out, bench)
             figures.append(Figure("MACs are not latency (CPU, this machine)", written["latency_vs_macs"], bench_src))
@@ -368,8 +384,9 @@ def build(out_dir: Path | None = None) -> dict[str, Path]:
         appendix=appendix)
     if default_out:
         update_readme_block(README, "headline", markdown_table(HEADLINE_HEADER, _headline_rows()))
-        bench_md = "".join(f"\n\n{title} (benchmarks/results/efficient_cnns.json):\n\n"
-                           + markdown_table(header, rows) for title, header, rows, _ in bench_tables)
+        both = " and efficient_cnns_avx2_cpu.json" if BENCH_AVX2_CPU.is_file() else ""
+        bench_md = "".join(f"\n\n{title} (benchmarks/results/efficient_cnns.json{both if name == 'int8' else ''}):"
+                           f"\n\n" + markdown_table(header, rows) for title, header, rows, name in bench_tables)
         update_readme_block(README, "results", md + "\n\n" + run_md + bench_md)
     return written
 
@@ -400,12 +417,13 @@ def _takeaways(runs) -> list[str]:
         out.append("Equal MACs, unequal time (1 thread, batch 1): the slowest variant of each guideline takes "
                    + ", ".join(f"{g} {max(v) / min(v):.2f}×" for g, v in spread.items()) + " the fastest's.")
     if data is not None and data["isa"]["default"].get("int8"):
-        for isa, engine in (("default", "x86"), ("avx2", "onednn")):
-            rows = [r["ms"]["1"] for r in data["isa"].get(isa, {}).get("int8", {}).values()
+        isas = _int8_settings(data)
+        for isa, engine in (("default", "x86"), ("avx2", "onednn"), ("avx2_cpu", "x86"), ("avx2_cpu", "onednn")):
+            rows = [r["ms"]["1"] for r in isas.get(isa, {}).get("int8", {}).values()
                     if f"int8_{engine}" in r["ms"].get("1", {})]
             if rows:
                 faster = sum(r[f"int8_{engine}"] < r["fp32"] for r in rows)
-                out.append(f"Int8 ({engine} engine, {'this CPU' if isa == 'default' else 'capped at AVX2'}, batch 1, "
+                out.append(f"Int8 ({engine} engine, {ISA_LABEL[isa]}, batch 1, "
                            f"1 thread) beats fp32 on {faster} of {len(rows)} networks.")
     for run in runs:
         s = run.summary
